@@ -1,0 +1,405 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "isolation": s.Box.Describe()})
+}
+
+func (s *server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateString(r.URL.Path, 200))
+}
+
+type languageOut struct {
+	ID        string   `json:"id"`
+	Aliases   []string `json:"aliases"`
+	Name      string   `json:"name"`
+	Version   string   `json:"version"`
+	Available bool     `json:"available"`
+	Missing   string   `json:"missing,omitempty"`
+}
+
+func (s *server) handleLanguages(w http.ResponseWriter, r *http.Request) {
+	out := []languageOut{}
+	for _, l := range lang.All() {
+		ok, why := engine.Available(l)
+		lo := languageOut{ID: l.ID, Aliases: l.Aliases, Name: l.Name, Available: ok, Missing: why}
+		if ok {
+			lo.Version = s.Engine.Version(l)
+		}
+		out = append(out, lo)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ownerVisible reports whether the caller may see obj: JWT principals see
+// their own files and unowned ones; shared keys see everything.
+func ownerVisible(r *http.Request, obj storage.Object) bool {
+	sub := principalOf(r).Subject
+	return obj.Owner == "" || sub == "" || obj.Owner == sub
+}
+
+// --- upload ---
+
+type uploadFields struct {
+	kind     string
+	readOnly bool
+}
+
+type uploadedFile struct {
+	FileID   string `json:"fileId"`
+	Filename string `json:"filename"`
+	Status   string `json:"status,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// readUploads streams every file part of a multipart body into storage under
+// session, calling each with the outcome. Form fields that precede the files
+// (kind, id, entity_id, read_only) apply to them, as LibreChat sends them.
+func (s *server) readUploads(w http.ResponseWriter, r *http.Request, session string, maxFiles int,
+	each func(name string, obj storage.Object, err error) error) (int, error) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return http.StatusBadRequest, errors.New("expected a multipart/form-data body")
+	}
+	var f uploadFields
+	files := 0
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return 0, nil
+		}
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
+			}
+			return http.StatusBadRequest, fmt.Errorf("malformed multipart body: %v", err)
+		}
+		field := part.FormName()
+		filename, isFile := rawFilename(part)
+		if !isFile {
+			val, _ := io.ReadAll(io.LimitReader(part, 4096))
+			switch field {
+			case "kind":
+				f.kind = strings.TrimSpace(string(val))
+			case "read_only":
+				f.readOnly, _ = strconv.ParseBool(strings.TrimSpace(string(val)))
+			}
+			part.Close()
+			continue
+		}
+		if field != "file" && field != "files" {
+			part.Close()
+			continue
+		}
+		files++
+		if files > maxFiles {
+			part.Close()
+			return http.StatusBadRequest, fmt.Errorf("at most %d files per request", maxFiles)
+		}
+		status, err := s.storeUpload(r, session, part, filename, f, each)
+		part.Close()
+		if err != nil {
+			return status, err
+		}
+	}
+}
+
+// storeUpload stores one file part; client errors about that file are passed
+// to each, transport failures are returned.
+func (s *server) storeUpload(r *http.Request, session string, part *multipart.Part, filename string, f uploadFields,
+	each func(string, storage.Object, error) error) (int, error) {
+	name, err := engine.CleanName(filename)
+	if err != nil {
+		return 0, each(filename, storage.Object{}, err)
+	}
+	owner := ""
+	if f.kind == "" || f.kind == "user" {
+		owner = principalOf(r).Subject
+	}
+	limit := s.Limits.MaxUploadBytes
+	lr := &limitedReader{r: part, left: limit}
+	obj, err := s.Store.Put(r.Context(), storage.Key{Session: session, ID: storage.NewID()}, lr,
+		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: owner, ContentType: partType(part, name)})
+	if lr.exceeded {
+		return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
+		}
+		return http.StatusInternalServerError, fmt.Errorf("storing upload: %w", err)
+	}
+	return 0, each(name, obj, nil)
+}
+
+func partType(p *multipart.Part, name string) string {
+	if t := p.Header.Get("Content-Type"); t != "" && t != "application/octet-stream" {
+		if mt, _, err := mime.ParseMediaType(t); err == nil {
+			return mt
+		}
+	}
+	return storage.ContentType(name)
+}
+
+// rawFilename returns the part's filename with its directories kept
+// (multipart.Part.FileName strips them; LibreChat sends nested paths).
+func rawFilename(p *multipart.Part) (string, bool) {
+	_, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition"))
+	if err != nil {
+		return "", false
+	}
+	name, ok := params["filename"]
+	return name, ok
+}
+
+// limitedReader fails once more than left bytes are read.
+type limitedReader struct {
+	r        io.Reader
+	left     int64
+	exceeded bool
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		l.exceeded = true
+		return 0, errors.New("file size limit exceeded")
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.exceeded = true
+		return n, errors.New("file size limit exceeded")
+	}
+	return n, err
+}
+
+func (s *server) limitBody(w http.ResponseWriter, r *http.Request, files int) {
+	// Room for every file at the cap plus multipart overhead.
+	r.Body = http.MaxBytesReader(w, r.Body, int64(files)*s.Limits.MaxUploadBytes+1<<20)
+}
+
+func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	s.limitBody(w, r, 1)
+	session := storage.NewID()
+	var files []uploadedFile
+	status, err := s.readUploads(w, r, session, 1, func(name string, obj storage.Object, err error) error {
+		if err != nil {
+			return err
+		}
+		files = append(files, uploadedFile{FileID: obj.ID, Filename: name})
+		return nil
+	})
+	if err == nil && len(files) == 0 {
+		status, err = http.StatusBadRequest, errors.New("no file in the request (form field \"file\")")
+	}
+	if err != nil {
+		s.uploadError(w, status, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"message": "success", "session_id": session, "storage_session_id": session, "files": files,
+	})
+}
+
+func (s *server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
+	s.limitBody(w, r, s.Limits.MaxBatchFiles)
+	session := storage.NewID()
+	files := []uploadedFile{}
+	ok, failed := 0, 0
+	status, err := s.readUploads(w, r, session, s.Limits.MaxBatchFiles, func(name string, obj storage.Object, err error) error {
+		if err != nil {
+			failed++
+			files = append(files, uploadedFile{Filename: name, Status: "error", Error: err.Error()})
+			return nil
+		}
+		ok++
+		files = append(files, uploadedFile{FileID: obj.ID, Filename: name, Status: "success"})
+		return nil
+	})
+	if err != nil {
+		s.uploadError(w, status, err)
+		return
+	}
+	msg, code := "success", http.StatusOK
+	switch {
+	case ok == 0:
+		msg, code = "error", http.StatusBadRequest
+	case failed > 0:
+		msg = "partial_success"
+	}
+	writeJSON(w, code, map[string]any{
+		"message": msg, "session_id": session, "storage_session_id": session,
+		"files": files, "succeeded": ok, "failed": failed,
+	})
+}
+
+func (s *server) uploadError(w http.ResponseWriter, status int, err error) {
+	switch {
+	case errors.Is(err, engine.ErrInvalid):
+		status = http.StatusBadRequest
+	case status == 0:
+		status = http.StatusInternalServerError
+	}
+	if status >= 500 {
+		s.Log.Error("upload failed", "err", err)
+		writeError(w, status, "internal error: the upload could not be stored")
+		return
+	}
+	writeError(w, status, err.Error())
+}
+
+// --- download, list, info, delete ---
+
+// lookup finds the path's file, answering 404 itself when it is missing or
+// not the caller's.
+func (s *server) lookup(w http.ResponseWriter, r *http.Request) (storage.Key, storage.Object, bool) {
+	key := storage.Key{Session: r.PathValue("session_id"), ID: r.PathValue("file_id")}
+	obj, err := s.Store.Stat(r.Context(), key)
+	if err == nil && !ownerVisible(r, obj) {
+		err = storage.ErrNotFound
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "File not found")
+		return key, obj, false
+	}
+	if err != nil {
+		s.Log.Error("storage", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: storage unavailable")
+		return key, obj, false
+	}
+	return key, obj, true
+}
+
+func (s *server) handleDownload(w http.ResponseWriter, r *http.Request) {
+	key, _, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	s.sendFile(w, r, key)
+}
+
+// sendFile streams a stored file.
+func (s *server) sendFile(w http.ResponseWriter, r *http.Request, key storage.Key) {
+	rc, obj, err := s.Store.Open(r.Context(), key)
+	if errors.Is(err, storage.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "File not found")
+		return
+	}
+	if err != nil {
+		s.Log.Error("storage", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: storage unavailable")
+		return
+	}
+	defer rc.Close()
+	h := w.Header()
+	h.Set("Content-Type", obj.ContentType)
+	h.Set("Content-Length", strconv.FormatInt(obj.Size, 10))
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(obj.Name)}))
+	h.Set("X-Content-Type-Options", "nosniff")
+	if obj.ETag != "" {
+		h.Set("ETag", `"`+obj.ETag+`"`)
+	}
+	h.Set("Last-Modified", obj.Modified.UTC().Format(http.TimeFormat))
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		s.Log.Warn("download interrupted", "err", err)
+	}
+}
+
+// storedName is the official service's object name: "<session>/<id><.ext>".
+func storedName(o storage.Object) string {
+	return o.Session + "/" + o.ID + path.Ext(o.Name)
+}
+
+func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+func (s *server) handleListFiles(w http.ResponseWriter, r *http.Request) {
+	session := r.PathValue("session_id")
+	objs, err := s.Store.List(r.Context(), session)
+	if err != nil {
+		s.Log.Error("storage", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: storage unavailable")
+		return
+	}
+	visible := objs[:0]
+	for _, o := range objs {
+		if ownerVisible(r, o) {
+			visible = append(visible, o)
+		}
+	}
+	detail := r.URL.Query().Get("detail")
+	out := make([]any, 0, len(visible))
+	for _, o := range visible {
+		switch detail {
+		case "summary":
+			out = append(out, map[string]any{"name": storedName(o), "size": o.Size, "lastModified": isoTime(o.Modified), "etag": o.ETag})
+		case "full":
+			out = append(out, map[string]any{
+				"name": storedName(o), "id": o.ID, "size": o.Size, "lastModified": isoTime(o.Modified), "etag": o.ETag,
+				"metadata":    map[string]string{"content-type": o.ContentType, "original-filename": o.Name},
+				"versionId":   "null",
+				"contentType": o.ContentType,
+			})
+		case "normalized":
+			m := map[string]any{"id": o.ID, "name": o.Name, "storage_session_id": o.Session, "session_id": o.Session,
+				"size": o.Size, "contentType": o.ContentType, "lastModified": isoTime(o.Modified)}
+			if o.ReadOnly {
+				m["read_only"] = true
+			}
+			out = append(out, m)
+		default: // "simple" and unspecified
+			out = append(out, storedName(o))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) handleObjectInfo(w http.ResponseWriter, r *http.Request) {
+	_, o, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"name": storedName(o), "id": o.ID, "session_id": o.Session, "storage_session_id": o.Session,
+		"originalFilename": o.Name, "size": o.Size, "lastModified": isoTime(o.Modified),
+		"etag": o.ETag, "contentType": o.ContentType, "readOnly": o.ReadOnly,
+	})
+}
+
+func (s *server) handleDeleteFile(w http.ResponseWriter, r *http.Request) {
+	key, _, ok := s.lookup(w, r)
+	if !ok {
+		return
+	}
+	if err := s.Store.Delete(r.Context(), key); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			writeError(w, http.StatusNotFound, "File not found")
+			return
+		}
+		s.Log.Error("storage", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: storage unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"message": "File deleted successfully", "session_id": key.Session, "fileId": key.ID})
+}

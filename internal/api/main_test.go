@@ -1,0 +1,223 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/auth"
+	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+// The sandbox re-executes the test binary as its init.
+func TestMain(m *testing.M) {
+	sandbox.MaybeInit()
+	os.Exit(m.Run())
+}
+
+const testKey = "test-key-0123456789"
+
+// env is a real server: real sandbox, real local storage, real HTTP.
+type env struct {
+	t       *testing.T
+	srv     *httptest.Server
+	store   storage.Store
+	box     sandbox.Sandbox
+	storDir string
+	runDir  string
+}
+
+type envOption func(*engine.Limits, *auth.Config)
+
+// newEnv starts a server with test-sized limits, changed by opts.
+func newEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	runDir, err := os.MkdirTemp("", "codeexec-run-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sandbox's init (an unprivileged host uid) must traverse it.
+	os.Chmod(runDir, 0o711)
+	storDir := t.TempDir()
+	store, err := storage.OpenLocal(storDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	box, err := sandbox.NewLinux(sandbox.LinuxConfig{RunDir: runDir, Slots: 4, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := engine.Limits{
+		WallTime: 20 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 256 << 20, Pids: 64,
+		OutputBytes: 1 << 20, DiskBytes: 64 << 20, FileBytes: 8 << 20, MaxOutputFiles: 50, MaxInputFiles: 64,
+	}
+	ac := auth.Config{Keys: []string{testKey}}
+	for _, o := range opts {
+		o(&limits, &ac)
+	}
+	authn, err := auth.New(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := engine.New(store, box, limits, log)
+	h := NewServer(Deps{Engine: eng, Store: store, Box: box, Auth: authn, Log: log, Limits: Limits{MaxUploadBytes: 4 << 20}})
+	e := &env{t: t, srv: httptest.NewServer(h), store: store, box: box, storDir: storDir, runDir: runDir}
+	t.Cleanup(func() {
+		e.srv.Close()
+		box.Close()
+		store.Close()
+		os.RemoveAll(runDir)
+	})
+	return e
+}
+
+// do sends a request with the test key unless headers say otherwise.
+func (e *env) do(method, path string, body io.Reader, headers ...string) *http.Response {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("X-API-Key", testKey)
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+		} else {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+// decode reads a JSON response, asserting its status.
+func decode[T any](t *testing.T, resp *http.Response, status int) T {
+	t.Helper()
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, b)
+	}
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("decoding %s: %v", b, err)
+	}
+	return v
+}
+
+type execResult struct {
+	SessionID          string         `json:"session_id"`
+	Stdout             string         `json:"stdout"`
+	Stderr             string         `json:"stderr"`
+	Files              []fileOut      `json:"files"`
+	DeletedFiles       []string       `json:"deleted_files"`
+	ArtifactTruncation *truncationOut `json:"artifact_truncation"`
+	ExitCode           int            `json:"exit_code"`
+	Status             string         `json:"status"`
+	WallTimeMS         int64          `json:"wall_time_ms"`
+	CPUTimeMS          int64          `json:"cpu_time_ms"`
+	MemoryPeakBytes    int64          `json:"memory_peak_bytes"`
+	Language           string         `json:"language"`
+	Version            string         `json:"version"`
+}
+
+// exec runs a body (a map or a raw JSON string) and expects 200.
+func (e *env) exec(body any) execResult {
+	e.t.Helper()
+	return decode[execResult](e.t, e.post("/exec", body), http.StatusOK)
+}
+
+func (e *env) post(path string, body any, headers ...string) *http.Response {
+	e.t.Helper()
+	var b []byte
+	switch v := body.(type) {
+	case string:
+		b = []byte(v)
+	default:
+		b, _ = json.Marshal(v)
+	}
+	return e.do("POST", path, bytes.NewReader(b), append([]string{"Content-Type", "application/json"}, headers...)...)
+}
+
+type part struct {
+	field, filename string
+	data            []byte
+}
+
+// upload sends a multipart body to path.
+func (e *env) upload(path string, fields map[string]string, parts ...part) *http.Response {
+	e.t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		mw.WriteField(k, v)
+	}
+	for _, p := range parts {
+		h := make(map[string][]string)
+		h["Content-Disposition"] = []string{`form-data; name="` + p.field + `"; filename="` + strings.ReplaceAll(p.filename, `"`, `\"`) + `"`}
+		h["Content-Type"] = []string{"application/octet-stream"}
+		w, _ := mw.CreatePart(h)
+		w.Write(p.data)
+	}
+	mw.Close()
+	return e.do("POST", path, &buf, "Content-Type", mw.FormDataContentType())
+}
+
+type uploadResult struct {
+	Message          string         `json:"message"`
+	SessionID        string         `json:"session_id"`
+	StorageSessionID string         `json:"storage_session_id"`
+	Files            []uploadedFile `json:"files"`
+	Succeeded        int            `json:"succeeded"`
+	Failed           int            `json:"failed"`
+}
+
+func (e *env) download(sid, fid string) []byte {
+	e.t.Helper()
+	resp := e.do("GET", "/download/"+sid+"/"+fid, nil)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("download %s/%s: %d %s", sid, fid, resp.StatusCode, b)
+	}
+	return b
+}
+
+// leftovers lists what remains in the run directory's work area.
+func (e *env) leftovers() []string {
+	var out []string
+	filepath.Walk(e.runDir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && !strings.HasSuffix(p, ".lock") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+func fileNamed(files []fileOut, name string) *fileOut {
+	for i := range files {
+		if files[i].Name == name {
+			return &files[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+// Package api is the HTTP transport: LibreChat's Code Interpreter API and
+// the /v1/sessions API, both over the one execution engine. routes.go shows
+// the whole surface.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/auth"
+	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+// Limits of the transport itself.
+type Limits struct {
+	MaxUploadBytes int64
+	MaxJSONBytes   int64
+	MaxBatchFiles  int
+}
+
+// Deps is what the server needs.
+type Deps struct {
+	Engine *engine.Engine
+	Store  storage.Store
+	Box    sandbox.Sandbox
+	Auth   *auth.Authenticator
+	Log    *slog.Logger
+	Limits Limits
+	// SessionTTL is how long unused files are kept (reported as expiry).
+	SessionTTL time.Duration
+}
+
+type server struct {
+	Deps
+	mux *http.ServeMux
+}
+
+// NewServer returns the HTTP handler of the whole API.
+func NewServer(d Deps) http.Handler {
+	if d.Limits.MaxJSONBytes == 0 {
+		d.Limits.MaxJSONBytes = 50 << 20
+	}
+	if d.SessionTTL == 0 {
+		d.SessionTTL = 24 * time.Hour
+	}
+	if d.Limits.MaxBatchFiles == 0 {
+		d.Limits.MaxBatchFiles = 200
+	}
+	s := &server{Deps: d, mux: http.NewServeMux()}
+	s.routes()
+	return s.recoverer(s.normalize(s.mux))
+}
+
+type ctxKey int
+
+const principalKey ctxKey = iota
+
+func principalOf(r *http.Request) auth.Principal {
+	p, _ := r.Context().Value(principalKey).(auth.Principal)
+	return p
+}
+
+// authed wraps a handler with authentication.
+func (s *server) authed(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.Auth.Authenticate(r)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})
+}
+
+// normalize serves every route at / and under /v1, collapses duplicate
+// slashes (old clients build "${base}/exec" from a base ending in "/"),
+// and logs each request without its body.
+func (s *server) normalize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		p := r.URL.Path
+		for strings.Contains(p, "//") {
+			p = strings.ReplaceAll(p, "//", "/")
+		}
+		if p == "/v1" || strings.HasPrefix(p, "/v1/") {
+			p = strings.TrimPrefix(p, "/v1")
+			if p == "" {
+				p = "/"
+			}
+		}
+		if p != r.URL.Path {
+			r2 := *r
+			u := *r.URL
+			u.Path, u.RawPath = p, ""
+			r2.URL = &u
+			r = &r2
+		}
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 128 {
+			var b [8]byte
+			rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.Log.Info("request", "id", id, "method", r.Method, "path", p, "status", rec.status,
+			"ms", time.Since(start).Milliseconds())
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Log.Error("panic", "value", fmt.Sprint(v), "stack", string(debug.Stack()))
+				writeError(w, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeJSON answers v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// decodeJSON reads a bounded JSON body into v, ignoring unknown fields.
+func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, s.Limits.MaxJSONBytes)
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
+		default:
+			writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+// engineError maps an engine error to an HTTP answer.
+func (s *server) engineError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, engine.ErrUnauthorized):
+		writeError(w, http.StatusForbidden, "Unauthorized file reference")
+	case errors.Is(err, engine.ErrInvalid), errors.Is(err, engine.ErrUnavailable):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this.
+		writeError(w, 499, "client closed request")
+	default:
+		s.Log.Error("request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: the execution could not be carried out")
+	}
+}

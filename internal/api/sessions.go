@@ -1,0 +1,296 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+// The /v1/sessions API of the integration guide: a session is a storage
+// prefix holding one file per path plus a record; executions run over the
+// same engine as /exec, with the session's files as inputs and Persist set.
+
+type sessionOut struct {
+	SessionID  string `json:"session_id"`
+	Language   string `json:"language"`
+	Stateful   bool   `json:"stateful"`
+	CreatedAt  string `json:"created_at"`
+	LastUsedAt string `json:"last_used_at"`
+	ExpiresAt  string `json:"expires_at"`
+}
+
+type sessionFile struct {
+	Path     string `json:"path"`
+	Size     int64  `json:"size"`
+	Modified string `json:"modified"`
+	ID       string `json:"id"`
+}
+
+func (s *server) sessionOf(rec storage.SessionRecord, used time.Time) sessionOut {
+	return sessionOut{
+		SessionID: rec.ID, Language: rec.Language, Stateful: rec.Stateful,
+		CreatedAt: isoTime(rec.Created), LastUsedAt: isoTime(used), ExpiresAt: isoTime(used.Add(s.SessionTTL)),
+	}
+}
+
+func (s *server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Language string `json:"language"`
+		Lang     string `json:"lang"`
+		Stateful bool   `json:"stateful"`
+	}
+	if !s.decodeJSON(w, r, &req) {
+		return
+	}
+	id := req.Language
+	if id == "" {
+		id = req.Lang
+	}
+	l, ok := s.languageOf(w, id)
+	if !ok {
+		return
+	}
+	if req.Stateful {
+		writeError(w, http.StatusBadRequest, "stateful sessions are not supported by this server yet")
+		return
+	}
+	rec := storage.SessionRecord{ID: storage.NewID(), Language: l.ID, Created: time.Now().UTC(), Owner: principalOf(r).Subject}
+	if err := s.Store.PutSession(r.Context(), rec); err != nil {
+		s.storageError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.sessionOf(rec, rec.Created))
+}
+
+// languageOf resolves a language id, answering 400 itself when unknown.
+func (s *server) languageOf(w http.ResponseWriter, id string) (*lang.Language, bool) {
+	if id == "" {
+		writeError(w, http.StatusBadRequest, "language is required")
+		return nil, false
+	}
+	l, ok := lang.Lookup(id)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "Unsupported language: "+truncateString(id, 64))
+		return nil, false
+	}
+	return l, true
+}
+
+// session loads the path's session, answering 404 itself when it is missing
+// or belongs to another principal.
+func (s *server) session(w http.ResponseWriter, r *http.Request) (storage.SessionRecord, time.Time, bool) {
+	rec, used, err := s.Store.GetSession(r.Context(), r.PathValue("session_id"))
+	if err == nil && rec.Owner != "" && principalOf(r).Subject != "" && rec.Owner != principalOf(r).Subject {
+		err = storage.ErrNotFound
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "Session not found")
+		return rec, used, false
+	}
+	if err != nil {
+		s.storageError(w, err)
+		return rec, used, false
+	}
+	return rec, used, true
+}
+
+func (s *server) storageError(w http.ResponseWriter, err error) {
+	s.Log.Error("storage", "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error: storage unavailable")
+}
+
+func (s *server) handleGetSession(w http.ResponseWriter, r *http.Request) {
+	rec, used, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	objs, err := s.Store.List(r.Context(), rec.ID)
+	if err != nil {
+		s.storageError(w, err)
+		return
+	}
+	files := []sessionFile{}
+	for _, o := range objs {
+		files = append(files, sessionFile{Path: o.Name, Size: o.Size, Modified: isoTime(o.Modified), ID: o.ID})
+	}
+	writeJSON(w, http.StatusOK, struct {
+		sessionOut
+		Files []sessionFile `json:"files"`
+	}{s.sessionOf(rec, used), files})
+}
+
+func (s *server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
+	rec, _, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	unlock := s.lockSession(rec.ID)
+	defer unlock()
+	if err := s.Store.DeleteSession(r.Context(), rec.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.storageError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"session_id": rec.ID, "deleted": true})
+}
+
+// sessionLocks serialises executions and uploads of one session on this
+// instance, so that two runs do not both replace the same file.
+var sessionLocks sync.Map // id -> *sync.Mutex
+
+func (s *server) lockSession(id string) func() {
+	m, _ := sessionLocks.LoadOrStore(id, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+func (s *server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
+	rec, _, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Code     *string         `json:"code"`
+		Stdin    string          `json:"stdin"`
+		Language string          `json:"language"`
+		Args     json.RawMessage `json:"args"`
+		Timeout  json.Number     `json:"timeout"` // seconds
+	}
+	if !s.decodeJSON(w, r, &req) {
+		return
+	}
+	langID := rec.Language
+	if req.Language != "" {
+		langID = req.Language
+	}
+	l, ok := s.languageOf(w, langID)
+	if !ok {
+		return
+	}
+	if req.Code == nil {
+		writeError(w, http.StatusBadRequest, "code is required")
+		return
+	}
+	args, err := parseArgs(req.Args)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var timeout time.Duration
+	if req.Timeout != "" {
+		secs, err := req.Timeout.Float64()
+		if err != nil || secs < 0 {
+			writeError(w, http.StatusBadRequest, "timeout must be a non-negative number of seconds")
+			return
+		}
+		timeout = time.Duration(secs * float64(time.Second))
+	}
+
+	unlock := s.lockSession(rec.ID)
+	defer unlock()
+	objs, err := s.Store.List(r.Context(), rec.ID)
+	if err != nil {
+		s.storageError(w, err)
+		return
+	}
+	files := make([]engine.FileRef, 0, len(objs))
+	for _, o := range objs {
+		files = append(files, engine.FileRef{Session: rec.ID, ID: o.ID, Name: o.Name})
+	}
+	res, err := s.Engine.Exec(r.Context(), engine.Request{
+		Lang: l, Code: *req.Code, Args: args, Stdin: req.Stdin, Files: files, Timeout: timeout,
+		Session: rec.ID, Owner: principalOf(r).Subject, Persist: true,
+	})
+	if err != nil {
+		s.engineError(w, r, err)
+		return
+	}
+	s.touch(r.Context(), rec)
+	out := execResponseOf(res)
+	writeJSON(w, http.StatusOK, struct {
+		execResponse
+		DurationMS int64 `json:"duration_ms"`
+	}{out, out.WallTimeMS})
+}
+
+// touch refreshes a session's record so that expiry counts from last use.
+func (s *server) touch(ctx context.Context, rec storage.SessionRecord) {
+	if err := s.Store.PutSession(context.WithoutCancel(ctx), rec); err != nil {
+		s.Log.Warn("refreshing session", "session", rec.ID, "err", err)
+	}
+}
+
+func (s *server) handleSessionUpload(w http.ResponseWriter, r *http.Request) {
+	rec, _, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	s.limitBody(w, r, s.Limits.MaxBatchFiles)
+	unlock := s.lockSession(rec.ID)
+	defer unlock()
+	existing, err := s.Store.List(r.Context(), rec.ID)
+	if err != nil {
+		s.storageError(w, err)
+		return
+	}
+	byName := map[string]string{}
+	for _, o := range existing {
+		byName[o.Name] = o.ID
+	}
+	saved := []sessionFile{}
+	status, err := s.readUploads(w, r, rec.ID, s.Limits.MaxBatchFiles, func(name string, obj storage.Object, err error) error {
+		if err != nil {
+			return err
+		}
+		// One file per path: an upload replaces the previous one.
+		if old, ok := byName[name]; ok && old != obj.ID {
+			if err := s.Store.Delete(r.Context(), storage.Key{Session: rec.ID, ID: old}); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return fmt.Errorf("replacing %q: %w", name, err)
+			}
+		}
+		byName[name] = obj.ID
+		saved = append(saved, sessionFile{Path: name, Size: obj.Size, Modified: isoTime(obj.Modified), ID: obj.ID})
+		return nil
+	})
+	if err == nil && len(saved) == 0 {
+		status, err = http.StatusBadRequest, errors.New("no file in the request (form field \"file\" or \"files\")")
+	}
+	if err != nil {
+		s.uploadError(w, status, err)
+		return
+	}
+	s.touch(r.Context(), rec)
+	writeJSON(w, http.StatusOK, map[string]any{"session_id": rec.ID, "files": saved})
+}
+
+func (s *server) handleSessionDownload(w http.ResponseWriter, r *http.Request) {
+	rec, _, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	name, err := engine.CleanName(r.PathValue("path"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	objs, err := s.Store.List(r.Context(), rec.ID)
+	if err != nil {
+		s.storageError(w, err)
+		return
+	}
+	for _, o := range objs {
+		if o.Name == name {
+			s.sendFile(w, r, o.Key)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "File not found")
+}

@@ -1,0 +1,187 @@
+// Package auth decides who is calling: a shared API key (X-API-Key, Bearer
+// or HTTP Basic), a JWT minted by LibreChat, or nobody when the operator
+// explicitly runs without authentication.
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Principal is an authenticated caller.
+type Principal struct {
+	// Subject scopes the caller's files: "<tenant>:<sub>" for a JWT, ""
+	// for a shared API key or anonymous access (which see every file).
+	Subject string
+	// Method is how the caller authenticated: "api-key", "jwt" or "none".
+	Method string
+}
+
+// ErrUnauthenticated is returned when credentials are missing or wrong.
+var ErrUnauthenticated = errors.New("unauthorized")
+
+// Config selects what is accepted.
+type Config struct {
+	Keys         []string
+	None         bool   // anonymous requests allowed
+	JWTPublicKey string // PEM, or a path to a PEM file
+	JWTSecret    string // HS256
+	Audience     string
+	Issuer       string
+}
+
+// Authenticator checks requests. It is immutable and safe for concurrent use.
+type Authenticator struct {
+	keys    [][32]byte // SHA-256 of each key: equal-length constant-time compares
+	none    bool
+	verify  jwt.Keyfunc
+	methods []string
+	parser  *jwt.Parser
+}
+
+// New builds an Authenticator, parsing any JWT key material up front.
+func New(c Config) (*Authenticator, error) {
+	a := &Authenticator{none: c.None}
+	for _, k := range c.Keys {
+		a.keys = append(a.keys, sha256.Sum256([]byte(k)))
+	}
+	switch {
+	case c.JWTPublicKey != "":
+		pemText := c.JWTPublicKey
+		if !strings.Contains(pemText, "-----BEGIN") {
+			b, err := os.ReadFile(pemText)
+			if err != nil {
+				return nil, fmt.Errorf("JWT public key: %w", err)
+			}
+			pemText = string(b)
+		}
+		block, _ := pem.Decode([]byte(strings.ReplaceAll(pemText, `\n`, "\n")))
+		if block == nil {
+			return nil, errors.New("JWT public key: no PEM block found")
+		}
+		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("JWT public key: %w", err)
+		}
+		switch k := pub.(type) {
+		case ed25519.PublicKey:
+			a.methods = []string{"EdDSA"}
+			a.verify = func(*jwt.Token) (any, error) { return k, nil }
+		case *rsa.PublicKey:
+			a.methods = []string{"RS256"}
+			a.verify = func(*jwt.Token) (any, error) { return k, nil }
+		default:
+			return nil, fmt.Errorf("JWT public key: unsupported type %T (want Ed25519 or RSA)", pub)
+		}
+	case c.JWTSecret != "":
+		secret := []byte(c.JWTSecret)
+		a.methods = []string{"HS256"}
+		a.verify = func(*jwt.Token) (any, error) { return secret, nil }
+	}
+	if a.verify != nil {
+		opts := []jwt.ParserOption{
+			jwt.WithValidMethods(a.methods),
+			jwt.WithExpirationRequired(),
+			jwt.WithLeeway(30 * time.Second),
+		}
+		if c.Audience != "" {
+			opts = append(opts, jwt.WithAudience(c.Audience))
+		}
+		if c.Issuer != "" {
+			opts = append(opts, jwt.WithIssuer(c.Issuer))
+		}
+		a.parser = jwt.NewParser(opts...)
+	}
+	return a, nil
+}
+
+// Open reports whether requests without credentials are accepted.
+func (a *Authenticator) Open() bool { return a.none }
+
+// JWT reports whether JWTs are verified.
+func (a *Authenticator) JWT() bool { return a.parser != nil }
+
+// Authenticate identifies the caller of r.
+func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
+	if k := r.Header.Get("X-API-Key"); k != "" {
+		if a.keyOK(k) {
+			return Principal{Method: "api-key"}, nil
+		}
+		if !a.none {
+			return Principal{}, ErrUnauthenticated
+		}
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, cred, _ := strings.Cut(h, " ")
+		cred = strings.TrimSpace(cred)
+		switch strings.ToLower(scheme) {
+		case "bearer":
+			if a.keyOK(cred) {
+				return Principal{Method: "api-key"}, nil
+			}
+			if p, err := a.parseJWT(cred); err == nil {
+				return p, nil
+			}
+		case "basic":
+			// A base URL of https://KEY@host sends KEY as the user name.
+			if user, pass, ok := r.BasicAuth(); ok && (a.keyOK(user) || a.keyOK(pass)) {
+				return Principal{Method: "api-key"}, nil
+			}
+		}
+		if !a.none {
+			return Principal{}, ErrUnauthenticated
+		}
+	}
+	if a.none {
+		return Principal{Method: "none"}, nil
+	}
+	return Principal{}, ErrUnauthenticated
+}
+
+func (a *Authenticator) keyOK(k string) bool {
+	if k == "" {
+		return false
+	}
+	sum := sha256.Sum256([]byte(k))
+	ok := 0
+	for i := range a.keys {
+		ok |= subtle.ConstantTimeCompare(sum[:], a.keys[i][:])
+	}
+	return ok == 1
+}
+
+// claims are the parts of LibreChat's token codeexec uses.
+type claims struct {
+	jwt.RegisteredClaims
+	TenantID string `json:"tenant_id"`
+}
+
+func (a *Authenticator) parseJWT(tok string) (Principal, error) {
+	if a.parser == nil || strings.Count(tok, ".") != 2 {
+		return Principal{}, ErrUnauthenticated
+	}
+	var c claims
+	if _, err := a.parser.ParseWithClaims(tok, &c, a.verify); err != nil {
+		return Principal{}, ErrUnauthenticated
+	}
+	if c.Subject == "" {
+		return Principal{}, ErrUnauthenticated
+	}
+	tenant := c.TenantID
+	if tenant == "" {
+		tenant = "legacy"
+	}
+	return Principal{Subject: tenant + ":" + c.Subject, Method: "jwt"}, nil
+}

@@ -1,0 +1,133 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func check(t *testing.T, a *Authenticator, wantOK bool, wantSubject string, headers ...string) {
+	t.Helper()
+	r := httptest.NewRequest("POST", "/exec", nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Header.Set(headers[i], headers[i+1])
+	}
+	p, err := a.Authenticate(r)
+	if (err == nil) != wantOK {
+		t.Fatalf("headers %v: err=%v, want ok=%v", headers, err, wantOK)
+	}
+	if err == nil && p.Subject != wantSubject {
+		t.Fatalf("headers %v: subject %q, want %q", headers, p.Subject, wantSubject)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	a, err := New(Config{Keys: []string{"k1", "second-key"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, a, true, "", "X-API-Key", "k1")
+	check(t, a, true, "", "x-api-key", "second-key")
+	check(t, a, true, "", "Authorization", "Bearer k1")
+	check(t, a, true, "", "Authorization", "bearer second-key")
+	check(t, a, true, "", "Authorization", "Basic azE6") // k1:
+	check(t, a, false, "")
+	check(t, a, false, "", "X-API-Key", "k2")
+	check(t, a, false, "", "X-API-Key", "k1x")
+	check(t, a, false, "", "X-API-Key", "")
+	check(t, a, false, "", "Authorization", "Bearer ")
+	check(t, a, false, "", "Authorization", "Bearer wrong")
+	check(t, a, false, "", "Authorization", "Basic d3Jvbmc6") // wrong:
+	// A wrong key is not rescued by a right one elsewhere: ambiguity is refused.
+	check(t, a, false, "", "X-API-Key", "wrong", "Authorization", "Bearer k1")
+}
+
+func TestNone(t *testing.T) {
+	a, _ := New(Config{None: true})
+	check(t, a, true, "")
+	// Legacy LibreChat still sends its old key; with auth off it is ignored.
+	check(t, a, true, "", "X-API-Key", "whatever")
+	check(t, a, true, "", "Authorization", "Bearer not-a-jwt")
+	if !a.Open() {
+		t.Fatal("Open() false")
+	}
+}
+
+func mint(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func libreChatClaims(mod func(jwt.MapClaims)) jwt.MapClaims {
+	now := time.Now()
+	c := jwt.MapClaims{
+		"iss": "librechat", "aud": "codeapi", "sub": "65f0aa0000000000000000a1",
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
+		"jti": "j1", "tenant_id": "legacy", "role": "USER", "principal_source": "librechat_jwt",
+	}
+	if mod != nil {
+		mod(c)
+	}
+	return c
+}
+
+func pemOf(t *testing.T, pub any) string {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func TestJWTEdDSA(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	a, err := New(Config{JWTPublicKey: pemOf(t, pub), Audience: "codeapi", Issuer: "librechat", Keys: []string{"k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(nil))
+	check(t, a, true, "legacy:65f0aa0000000000000000a1", "Authorization", "Bearer "+ok)
+	check(t, a, true, "", "X-API-Key", "k") // keys still work beside JWTs
+
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	bad := map[string]string{
+		"wrong key":                       mint(t, jwt.SigningMethodEdDSA, otherPriv, libreChatClaims(nil)),
+		"expired":                         mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })),
+		"no exp":                          mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { delete(c, "exp") })),
+		"wrong audience":                  mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["aud"] = "other" })),
+		"wrong issuer":                    mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["iss"] = "evil" })),
+		"no subject":                      mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { delete(c, "sub") })),
+		"alg none":                        mint(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, libreChatClaims(nil)),
+		"HS256 with public key as secret": mint(t, jwt.SigningMethodHS256, []byte(pemOf(t, pub)), libreChatClaims(nil)),
+	}
+	for name, tok := range bad {
+		t.Run(name, func(t *testing.T) { check(t, a, false, "", "Authorization", "Bearer "+tok) })
+	}
+}
+
+func TestJWTRS256AndHS256(t *testing.T) {
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	a, err := New(Config{JWTPublicKey: pemOf(t, &rk.PublicKey), Audience: "codeapi", Issuer: "librechat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, a, true, "t1:u", "Authorization", "Bearer "+mint(t, jwt.SigningMethodRS256, rk, libreChatClaims(func(c jwt.MapClaims) {
+		c["tenant_id"], c["sub"] = "t1", "u"
+	})))
+
+	h, _ := New(Config{JWTSecret: "s3cret", Audience: "codeapi", Issuer: "librechat"})
+	check(t, h, true, "legacy:65f0aa0000000000000000a1", "Authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, []byte("s3cret"), libreChatClaims(nil)))
+	check(t, h, false, "", "Authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, []byte("other"), libreChatClaims(nil)))
+	check(t, h, false, "")
+}

@@ -1,0 +1,234 @@
+// Package config reads codeexec's settings from CODEEXEC_* environment
+// variables once, at start, into a Config the rest of the program is given.
+package config
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Config is every setting of the server. Zero values are never used: Load
+// fills defaults.
+type Config struct {
+	Port string
+
+	// Auth.
+	APIKeys       []string // accepted as X-API-Key, Bearer or Basic
+	AuthNone      bool     // CODEEXEC_AUTH=none: no credentials required
+	JWTPublicKey  string   // PEM (EdDSA or RSA) for LibreChat-minted JWTs
+	JWTSecret     string   // HS256 secret for JWTs
+	JWTAudience   string
+	JWTIssuer     string
+	GeneratedKey  bool // the key was generated at start (none configured)
+	AllowDegraded bool
+
+	// Limits.
+	MaxMemoryMB         int64
+	MaxCPUSecs          int
+	MaxExecutionSeconds int
+	MaxOutputBytes      int64
+	MaxDiskMB           int64
+	MaxFileMB           int64 // per collected output file
+	MaxOutputFiles      int
+	MaxPids             int
+	MaxUploadMB         int64
+	MaxInputFiles       int
+	DisableNetwork      bool
+	MaxConcurrency      int
+
+	// Storage.
+	StorageBackend string // local, s3, gcs
+	StorageDir     string
+	S3Bucket       string
+	S3Endpoint     string
+	S3Region       string
+	GCSBucket      string
+	SessionTTL     time.Duration
+
+	// Sandbox.
+	Sandbox string // native
+	RunDir  string
+	RootFS  string
+
+	LogLevel string
+}
+
+// setting describes one variable for Load and for `serve --help`.
+type setting struct {
+	name, def, help string
+	aliases         []string
+}
+
+var settings = []setting{
+	{name: "CODEEXEC_PORT", def: "8080", help: "listen port (else PORT, else 8080)", aliases: []string{"PORT"}},
+	{name: "CODEEXEC_API_KEY", def: "", help: "API key(s), comma-separated; sent as X-API-Key, Bearer or Basic", aliases: []string{"CODE_API_KEY"}},
+	{name: "CODEEXEC_AUTH", def: "", help: "set to 'none' to serve without credentials (private networks only)"},
+	{name: "CODEEXEC_JWT_PUBLIC_KEY", def: "", help: "PEM public key (Ed25519 or RSA) verifying LibreChat's JWTs (aud=codeapi, iss=librechat)"},
+	{name: "CODEEXEC_JWT_SECRET", def: "", help: "HS256 secret verifying JWTs"},
+	{name: "CODEEXEC_JWT_AUDIENCE", def: "codeapi", help: "required JWT audience"},
+	{name: "CODEEXEC_JWT_ISSUER", def: "librechat", help: "required JWT issuer"},
+	{name: "CODEEXEC_MAX_MEMORY_MB", def: "512", help: "memory per execution (whole sandbox, no swap)"},
+	{name: "CODEEXEC_MAX_CPU_SECS", def: "30", help: "CPU seconds per execution"},
+	{name: "CODEEXEC_MAX_EXECUTION_SECONDS", def: "120", help: "wall-clock seconds per execution (cap of a request's timeout)"},
+	{name: "CODEEXEC_MAX_OUTPUT_BYTES", def: "1048576", help: "stdout+stderr bytes per execution; more ends it with status output_limit"},
+	{name: "CODEEXEC_MAX_DISK_MB", def: "256", help: "size of /mnt/data and of /tmp inside the sandbox"},
+	{name: "CODEEXEC_MAX_FILE_MB", def: "50", help: "largest output file collected back"},
+	{name: "CODEEXEC_MAX_OUTPUT_FILES", def: "50", help: "most output files collected back per execution"},
+	{name: "CODEEXEC_MAX_PIDS", def: "128", help: "processes and threads per execution"},
+	{name: "CODEEXEC_MAX_UPLOAD_MB", def: "150", help: "largest upload (LibreChat's own limit is 150)"},
+	{name: "CODEEXEC_MAX_INPUT_FILES", def: "256", help: "most file refs per execution"},
+	{name: "CODEEXEC_DISABLE_NETWORK", def: "true", help: "no network in the sandbox (loopback only, down)"},
+	{name: "CODEEXEC_MAX_CONCURRENCY", def: "", help: "executions at once (default: number of CPUs)"},
+	{name: "CODEEXEC_STORAGE_BACKEND", def: "local", help: "local, s3 or gcs"},
+	{name: "CODEEXEC_STORAGE_DIR", def: "/tmp/codeexec", help: "directory of the local backend"},
+	{name: "CODEEXEC_S3_BUCKET", def: "", help: "bucket of the s3 backend"},
+	{name: "CODEEXEC_S3_ENDPOINT", def: "", help: "endpoint of an S3-compatible server (path-style)"},
+	{name: "CODEEXEC_S3_REGION", def: "us-east-1", help: "region of the s3 backend"},
+	{name: "CODEEXEC_GCS_BUCKET", def: "", help: "bucket of the gcs backend (Application Default Credentials)"},
+	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
+	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native"},
+	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even when an isolation layer is missing"},
+	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
+	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
+	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+}
+
+// Load reads the configuration through getenv.
+func Load(getenv func(string) string) (*Config, error) {
+	v := map[string]string{}
+	for _, s := range settings {
+		val := getenv(s.name)
+		for _, a := range s.aliases {
+			if val == "" {
+				val = getenv(a)
+			}
+		}
+		if val == "" {
+			val = s.def
+		}
+		v[s.name] = strings.TrimSpace(val)
+	}
+	c := &Config{
+		Port:           v["CODEEXEC_PORT"],
+		JWTPublicKey:   v["CODEEXEC_JWT_PUBLIC_KEY"],
+		JWTSecret:      v["CODEEXEC_JWT_SECRET"],
+		JWTAudience:    v["CODEEXEC_JWT_AUDIENCE"],
+		JWTIssuer:      v["CODEEXEC_JWT_ISSUER"],
+		StorageBackend: strings.ToLower(v["CODEEXEC_STORAGE_BACKEND"]),
+		StorageDir:     v["CODEEXEC_STORAGE_DIR"],
+		S3Bucket:       v["CODEEXEC_S3_BUCKET"],
+		S3Endpoint:     v["CODEEXEC_S3_ENDPOINT"],
+		S3Region:       v["CODEEXEC_S3_REGION"],
+		GCSBucket:      v["CODEEXEC_GCS_BUCKET"],
+		Sandbox:        strings.ToLower(v["CODEEXEC_SANDBOX"]),
+		RunDir:         v["CODEEXEC_RUN_DIR"],
+		RootFS:         v["CODEEXEC_ROOTFS"],
+		LogLevel:       v["CODEEXEC_LOG_LEVEL"],
+	}
+	for _, k := range strings.Split(v["CODEEXEC_API_KEY"], ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			c.APIKeys = append(c.APIKeys, k)
+		}
+	}
+	switch a := strings.ToLower(v["CODEEXEC_AUTH"]); a {
+	case "", "key", "apikey", "api-key", "jwt":
+	case "none":
+		c.AuthNone = true
+	default:
+		return nil, fmt.Errorf("CODEEXEC_AUTH: unknown mode %q (want none, or leave unset)", a)
+	}
+
+	var errs []string
+	num := func(name string, dst *int64, min int64) {
+		n, err := strconv.ParseInt(v[name], 10, 64)
+		if err != nil || n < min {
+			errs = append(errs, fmt.Sprintf("%s: want an integer >= %d, got %q", name, min, v[name]))
+			return
+		}
+		*dst = n
+	}
+	small := func(name string, dst *int, min int64) {
+		var n int64
+		num(name, &n, min)
+		*dst = int(n)
+	}
+	boolean := func(name string, dst *bool) {
+		b, err := strconv.ParseBool(v[name])
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: want true or false, got %q", name, v[name]))
+			return
+		}
+		*dst = b
+	}
+	num("CODEEXEC_MAX_MEMORY_MB", &c.MaxMemoryMB, 16)
+	small("CODEEXEC_MAX_CPU_SECS", &c.MaxCPUSecs, 1)
+	small("CODEEXEC_MAX_EXECUTION_SECONDS", &c.MaxExecutionSeconds, 1)
+	num("CODEEXEC_MAX_OUTPUT_BYTES", &c.MaxOutputBytes, 1024)
+	num("CODEEXEC_MAX_DISK_MB", &c.MaxDiskMB, 1)
+	num("CODEEXEC_MAX_FILE_MB", &c.MaxFileMB, 1)
+	small("CODEEXEC_MAX_OUTPUT_FILES", &c.MaxOutputFiles, 1)
+	small("CODEEXEC_MAX_PIDS", &c.MaxPids, 8)
+	num("CODEEXEC_MAX_UPLOAD_MB", &c.MaxUploadMB, 1)
+	small("CODEEXEC_MAX_INPUT_FILES", &c.MaxInputFiles, 1)
+	boolean("CODEEXEC_DISABLE_NETWORK", &c.DisableNetwork)
+	boolean("CODEEXEC_SANDBOX_ALLOW_DEGRADED", &c.AllowDegraded)
+	if v["CODEEXEC_MAX_CONCURRENCY"] == "" {
+		c.MaxConcurrency = runtime.NumCPU()
+	} else {
+		small("CODEEXEC_MAX_CONCURRENCY", &c.MaxConcurrency, 1)
+	}
+	ttl, err := time.ParseDuration(v["CODEEXEC_SESSION_TTL"])
+	if err != nil || ttl < time.Minute {
+		errs = append(errs, fmt.Sprintf("CODEEXEC_SESSION_TTL: want a duration of at least 1m (e.g. 24h), got %q", v["CODEEXEC_SESSION_TTL"]))
+	}
+	c.SessionTTL = ttl
+	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
+		errs = append(errs, fmt.Sprintf("CODEEXEC_PORT: want a port number, got %q", c.Port))
+	}
+	switch c.StorageBackend {
+	case "local":
+		if c.StorageDir == "" {
+			errs = append(errs, "CODEEXEC_STORAGE_DIR must not be empty")
+		}
+	case "s3":
+		if c.S3Bucket == "" {
+			errs = append(errs, "CODEEXEC_S3_BUCKET is required with CODEEXEC_STORAGE_BACKEND=s3")
+		}
+	case "gcs":
+		if c.GCSBucket == "" {
+			errs = append(errs, "CODEEXEC_GCS_BUCKET is required with CODEEXEC_STORAGE_BACKEND=gcs")
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("CODEEXEC_STORAGE_BACKEND: want local, s3 or gcs, got %q", c.StorageBackend))
+	}
+	if c.Sandbox != "native" {
+		errs = append(errs, fmt.Sprintf("CODEEXEC_SANDBOX: want native, got %q", c.Sandbox))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// PrintHelp writes the table of settings.
+func PrintHelp(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	for _, s := range settings {
+		name := s.name
+		if len(s.aliases) > 0 {
+			name += " (" + strings.Join(s.aliases, ", ") + ")"
+		}
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, def, s.help)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,298 @@
+// Package engine is the execution core both APIs share: stage a request's
+// files into a fresh working directory, run the code in a sandbox, and
+// collect what it wrote back into storage.
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+// Errors the API maps to client errors (4xx). Wrapped with details.
+var (
+	ErrInvalid      = errors.New("invalid request")             // 400
+	ErrUnauthorized = errors.New("Unauthorized file reference") // 403
+	ErrUnavailable  = errors.New("language not available")      // 400 naming what to install
+)
+
+// Limits are the server's caps for every execution.
+type Limits struct {
+	WallTime       time.Duration // default and maximum of a request's timeout
+	CPUTime        time.Duration
+	MemoryBytes    int64
+	Pids           int
+	OutputBytes    int64
+	DiskBytes      int64 // /mnt/data and /tmp, each
+	FileBytes      int64 // largest output file collected back
+	MaxOutputFiles int
+	MaxInputFiles  int
+	Network        bool
+}
+
+// Engine runs executions. It is safe for concurrent use.
+type Engine struct {
+	store  storage.Store
+	box    sandbox.Sandbox
+	limits Limits
+	log    *slog.Logger
+
+	versions sync.Map // language id -> *versionOnce
+}
+
+// New returns an engine over a store and a sandbox.
+func New(store storage.Store, box sandbox.Sandbox, limits Limits, log *slog.Logger) *Engine {
+	return &Engine{store: store, box: box, limits: limits, log: log}
+}
+
+// FileRef names a stored file to place at /mnt/data/<Name> before the run.
+type FileRef struct {
+	Session string // storage session of the bytes
+	ID      string
+	Name    string // path relative to /mnt/data
+}
+
+// Request is one execution.
+type Request struct {
+	Lang    *lang.Language
+	Code    string
+	Args    []string
+	Stdin   string
+	Files   []FileRef
+	Timeout time.Duration // 0: the server's limit; larger values are clamped
+	// Session receives the generated files; "" makes a fresh one.
+	Session string
+	// Owner is the principal making the request ("" for shared keys); refs
+	// to files another principal owns are refused.
+	Owner string
+	// Persist makes the run's outputs replace its inputs in Session: inputs
+	// of that session the code changed or deleted are removed from it, so
+	// the session holds one file per name (the /v1/sessions model).
+	Persist bool
+}
+
+// OutFile is one entry of a result's file list.
+type OutFile struct {
+	ID           string
+	Name         string
+	Session      string // storage session of the bytes
+	Size         int64
+	ContentType  string
+	Inherited    bool         // an unchanged input, echoed
+	ModifiedFrom *storage.Key // the input it overwrote
+}
+
+// Truncation reports output files left out of a result, and why.
+type Truncation struct {
+	Reasons map[string]int
+	Skipped []string // at most 20 paths
+	Count   int
+}
+
+// Result is what an execution produced.
+type Result struct {
+	Session      string
+	Stdout       string
+	Stderr       string
+	Status       sandbox.Status
+	ExitCode     int
+	Signal       string
+	WallTime     time.Duration
+	CPUTime      time.Duration
+	MemoryPeak   int64
+	Language     string
+	Version      string
+	Files        []OutFile
+	DeletedFiles []string
+	Truncation   *Truncation
+}
+
+// Env is the complete environment of sandboxed code, before the
+// language's own additions: fixed, never derived from the server's.
+var Env = []string{
+	"PATH=/usr/local/bin:/usr/bin:/bin",
+	"HOME=/tmp",
+	"TMPDIR=/tmp",
+	"LANG=C.UTF-8",
+	"LC_ALL=C.UTF-8",
+	"USER=sandbox",
+	"LOGNAME=sandbox",
+	"SHELL=/bin/bash",
+	"TERM=dumb",
+}
+
+// Available reports whether the language's toolchain is installed here, and
+// if not, what is missing.
+func Available(l *lang.Language) (bool, string) {
+	for _, p := range l.Requires {
+		if _, err := exec.LookPath(p); err != nil {
+			return false, fmt.Sprintf("%s is not installed on this server (missing %s; install the Debian package(s) %s, e.g. with scripts/install-deps.sh)",
+				l.Name, p, strings.Join(l.Packages, ", "))
+		}
+	}
+	return true, ""
+}
+
+type versionOnce struct {
+	once sync.Once
+	v    string
+}
+
+// Version reads the language's toolchain version once and caches it.
+func (e *Engine) Version(l *lang.Language) string {
+	vo, _ := e.versions.LoadOrStore(l.ID, &versionOnce{})
+	o := vo.(*versionOnce)
+	o.once.Do(func() {
+		if len(l.Version) == 0 {
+			return
+		}
+		if ok, _ := Available(l); !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, l.Version[0], l.Version[1:]...)
+		cmd.Env = append(append([]string{}, Env...), l.Env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			e.log.Warn("reading toolchain version", "lang", l.ID, "err", err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				o.v = line
+				break
+			}
+		}
+	})
+	return o.v
+}
+
+// Exec runs one request: stage, run, collect.
+func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
+	if req.Lang == nil {
+		return nil, fmt.Errorf("%w: no language", ErrInvalid)
+	}
+	if ok, why := Available(req.Lang); !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, why)
+	}
+	inputs, err := e.resolve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	session := req.Session
+	if session == "" {
+		session = storage.NewID()
+	}
+
+	dir, release, err := e.box.NewWorkdir(e.limits.DiskBytes)
+	if err != nil {
+		return nil, fmt.Errorf("working directory: %w", err)
+	}
+	defer func() {
+		if err := release(); err != nil {
+			e.log.Error("releasing working directory", "err", err)
+		}
+	}()
+	staged, err := e.stage(ctx, dir, inputs)
+	if err != nil {
+		return nil, err
+	}
+
+	spec := e.spec(req, dir)
+	var stdout, stderr bytes.Buffer
+	spec.Stdout, spec.Stderr = &stdout, &stderr
+	run, err := e.box.Run(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+
+	res := &Result{
+		Session:    session,
+		Stdout:     stdout.String(),
+		Stderr:     stderr.String(),
+		Status:     run.Status,
+		ExitCode:   run.ExitCode,
+		Signal:     run.Signal,
+		WallTime:   run.WallTime,
+		CPUTime:    run.CPUTime,
+		MemoryPeak: run.MemoryPeak,
+		Language:   req.Lang.ID,
+		Version:    e.Version(req.Lang),
+	}
+	res.Stderr += statusNote(run, req)
+	if err := e.collect(ctx, dir, session, req.Owner, staged, res); err != nil {
+		return nil, err
+	}
+	if req.Persist {
+		if err := e.supersede(ctx, session, staged, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// statusNote explains in stderr why the sandbox stopped the code, so that a
+// model reading only stdout/stderr learns what happened.
+func statusNote(run sandbox.Result, req Request) string {
+	switch run.Status {
+	case sandbox.StatusTimeout:
+		return "\n[codeexec] execution stopped: time limit exceeded\n"
+	case sandbox.StatusMemory:
+		return "\n[codeexec] execution stopped: memory limit exceeded\n"
+	case sandbox.StatusOutputLimit:
+		return "\n[codeexec] output truncated: output limit exceeded\n"
+	case sandbox.StatusKilled:
+		return "\n[codeexec] execution was cancelled\n"
+	}
+	return ""
+}
+
+// spec builds the sandbox spec of a request.
+func (e *Engine) spec(req Request, dir string) sandbox.Spec {
+	l := req.Lang
+	wall := e.limits.WallTime
+	if req.Timeout > 0 && req.Timeout < wall {
+		wall = req.Timeout
+	}
+	var steps []sandbox.Step
+	if len(l.Compile) > 0 {
+		ct := l.CompileTimeout
+		if ct == 0 {
+			ct = lang.DefaultCompileTimeout
+		}
+		steps = append(steps, sandbox.Step{Name: "compile", Argv: l.Expand(l.Compile, req.Code), Timeout: ct})
+		wall += ct // compiling is not charged to the program's own time
+	}
+	run := sandbox.Step{Name: "run", Argv: append(l.Expand(l.Run, req.Code), req.Args...)}
+	if req.Stdin != "" {
+		run.Stdin = []byte(req.Stdin)
+	}
+	steps = append(steps, run)
+	env := append(append([]string{}, Env...), l.Env...)
+	return sandbox.Spec{
+		Workdir: dir,
+		Steps:   steps,
+		Files:   []sandbox.File{{Path: l.SourcePath(req.Code), Data: []byte(req.Code)}},
+		Env:     env,
+		Limits: sandbox.Limits{
+			WallTime:    wall,
+			CPUTime:     e.limits.CPUTime,
+			MemoryBytes: e.limits.MemoryBytes,
+			Pids:        e.limits.Pids,
+			OutputBytes: e.limits.OutputBytes,
+			DiskBytes:   e.limits.DiskBytes,
+			FileBytes:   e.limits.DiskBytes,
+			Network:     e.limits.Network,
+		},
+	}
+}

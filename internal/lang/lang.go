@@ -1,0 +1,83 @@
+// Package lang is the table of languages codeexec runs: ids, source file,
+// compile and run steps, and how to read a toolchain's version. Adding a
+// language is one entry in table.go plus its toolchain in scripts/packages.txt.
+package lang
+
+import (
+	"strings"
+	"time"
+)
+
+// Paths inside the sandbox that argv templates may refer to.
+const (
+	CodeDir  = "/tmp/code"  // where the source file is written
+	BuildDir = "/tmp/build" // where compiled programs go
+	DataDir  = "/mnt/data"  // the working directory with the session's files
+)
+
+// Language is one entry of the table. Argv templates may use {src} (the
+// source file's path), {dir} (CodeDir), {bin} (BuildDir + "/main") and
+// {class} (see SourceName); Args of the request are appended to Run.
+type Language struct {
+	ID       string   // canonical id, as LibreChat sends it ("py")
+	Aliases  []string // other accepted ids ("python")
+	Name     string   // human name ("Python")
+	Source   string   // source file name, e.g. "main.py"
+	Compile  []string // optional compile step
+	Run      []string // run step
+	Version  []string // prints the toolchain version (first non-empty line is used)
+	Requires []string // absolute paths that must exist for the language to be available
+	Packages []string // Debian packages that provide it, named in "not installed" errors
+	Env      []string // extra environment for every step (KEY=VALUE)
+	// CompileTimeout bounds the compile step; 0 means DefaultCompileTimeout.
+	CompileTimeout time.Duration
+	// SourceName, if set, derives the source file name from the code
+	// (Java's public class name must match its file).
+	SourceName func(code string) string
+}
+
+// DefaultCompileTimeout bounds compile steps that do not set their own.
+const DefaultCompileTimeout = 30 * time.Second
+
+// Lookup finds a language by id or alias, case-insensitively.
+func Lookup(id string) (*Language, bool) {
+	l, ok := index[strings.ToLower(strings.TrimSpace(id))]
+	return l, ok
+}
+
+// All returns the table in its canonical order.
+func All() []*Language { return table }
+
+var index = func() map[string]*Language {
+	m := map[string]*Language{}
+	for _, l := range table {
+		m[l.ID] = l
+		for _, a := range l.Aliases {
+			m[a] = l
+		}
+	}
+	return m
+}()
+
+// SourcePath is where the code is written for this language and code.
+func (l *Language) SourcePath(code string) string {
+	name := l.Source
+	if l.SourceName != nil {
+		if n := l.SourceName(code); n != "" {
+			name = n
+		}
+	}
+	return CodeDir + "/" + name
+}
+
+// Expand fills an argv template.
+func (l *Language) Expand(tmpl []string, code string) []string {
+	src := l.SourcePath(code)
+	class := strings.TrimSuffix(src[strings.LastIndex(src, "/")+1:], ".java")
+	r := strings.NewReplacer("{src}", src, "{dir}", CodeDir, "{bin}", BuildDir+"/main", "{class}", class)
+	out := make([]string, len(tmpl))
+	for i, a := range tmpl {
+		out[i] = r.Replace(a)
+	}
+	return out
+}

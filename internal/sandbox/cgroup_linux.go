@@ -1,0 +1,405 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroupLimits are the kernel-enforced bounds of one run's cgroup.
+type cgroupLimits struct {
+	memory int64 // bytes, swap included
+	pids   int64
+	cpus   float64
+}
+
+// cgroupStats are what a run's cgroup accounted.
+type cgroupStats struct {
+	cpu      time.Duration
+	memPeak  int64
+	oomKills uint64
+}
+
+// cgroupTree manages the cgroups of one instance: <parent>/<K>/s<slot>,
+// created fresh for each run so that no charge or peak of an earlier run
+// leaks into the next.
+type cgroupTree interface {
+	newRun(slot int, lim cgroupLimits) (runCgroup, error)
+	// purge kills every process of the instance's tree and removes it; used
+	// on start (a crashed predecessor's leftovers) and on Close.
+	purge() error
+	describe() map[string]any
+}
+
+type runCgroup interface {
+	// addProc moves pid in; a no-op when the process was cloned into the
+	// cgroup (cgroupFD).
+	addProc(pid int) error
+	// cgroupFD returns a directory fd for CLONE_INTO_CGROUP, or -1.
+	cgroupFD() int
+	cpuUsage() (time.Duration, error)
+	stats() (cgroupStats, error)
+	// empty kills whatever is still inside and waits until nothing is.
+	empty() error
+	destroy() error
+}
+
+func newCgroupTree(parent string, instance int) (cgroupTree, error) {
+	base := "/" + strings.Trim(parent, "/") + "/" + strconv.Itoa(instance)
+	switch cgroups.Mode() {
+	case cgroups.Unified:
+		return &cg2Tree{base: base}, nil
+	case cgroups.Legacy, cgroups.Hybrid:
+		t := &cg1Tree{base: base}
+		for _, c := range []string{"memory", "pids", "cpu", "cpuacct"} {
+			if _, err := os.Stat(filepath.Join(cgroupRoot, c, "cgroup.procs")); err != nil {
+				return nil, fmt.Errorf("cgroup v1 controller %s not mounted at %s/%s", c, cgroupRoot, c)
+			}
+		}
+		_, err := os.Stat(filepath.Join(cgroupRoot, "memory", "memory.memsw.limit_in_bytes"))
+		t.memsw = err == nil
+		return t, nil
+	default:
+		return nil, errors.New("no cgroup filesystem mounted at " + cgroupRoot)
+	}
+}
+
+// ---- cgroup v1 ----
+
+type cg1Tree struct {
+	base  string
+	memsw bool // swap accounting on: memory.memsw.* bounds memory+swap
+}
+
+func (t *cg1Tree) hierarchy() ([]cgroup1.Subsystem, error) {
+	return []cgroup1.Subsystem{
+		cgroup1.NewMemory(cgroupRoot), cgroup1.NewPids(cgroupRoot),
+		cgroup1.NewCpu(cgroupRoot), cgroup1.NewCpuacct(cgroupRoot),
+	}, nil
+}
+
+func (t *cg1Tree) describe() map[string]any {
+	return map[string]any{"version": 1, "path": t.base,
+		"controllers": []string{"memory", "pids", "cpu", "cpuacct"}, "memsw": t.memsw}
+}
+
+func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
+	path := fmt.Sprintf("%s/s%d", t.base, slot)
+	// A leftover of a run whose cleanup failed: empty and drop it first.
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", path)); err == nil {
+		old := &cg1Run{path: path}
+		if cg, err := cgroup1.Load(cgroup1.StaticPath(path), cgroup1.WithHierarchy(t.hierarchy)); err == nil {
+			old.cg = cg
+			_ = old.empty()
+			_ = old.destroy()
+		}
+	}
+	period := uint64(100000)
+	quota := int64(lim.cpus * float64(period))
+	res := &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &lim.memory},
+		Pids:   &specs.LinuxPids{Limit: &lim.pids},
+		CPU:    &specs.LinuxCPU{Quota: &quota, Period: &period},
+	}
+	if t.memsw {
+		res.Memory.Swap = &lim.memory
+	}
+	cg, err := cgroup1.New(cgroup1.StaticPath(path), res, cgroup1.WithHierarchy(t.hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", path, err)
+	}
+	return &cg1Run{cg: cg, path: path}, nil
+}
+
+func (t *cg1Tree) purge() error {
+	var errs []error
+	for _, c := range []string{"memory", "pids", "cpu", "cpuacct"} {
+		dir := filepath.Join(cgroupRoot, c, t.base)
+		if _, err := os.Stat(dir); err != nil {
+			continue
+		}
+		// Children first (post-order): rmdir only works on leaves.
+		var dirs []string
+		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := killCgroupProcs(filepath.Join(dirs[i], "cgroup.procs")); err != nil {
+				errs = append(errs, err)
+			}
+			if err := rmdirRetry(dirs[i]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type cg1Run struct {
+	cg   cgroup1.Cgroup
+	path string
+}
+
+func (r *cg1Run) file(ctrl, name string) string {
+	return filepath.Join(cgroupRoot, ctrl, r.path, name)
+}
+
+func (r *cg1Run) addProc(pid int) error { return r.cg.AddProc(uint64(pid)) }
+func (r *cg1Run) cgroupFD() int         { return -1 }
+
+func (r *cg1Run) cpuUsage() (time.Duration, error) {
+	n, err := readUintFile(r.file("cpuacct", "cpuacct.usage"))
+	return time.Duration(n), err
+}
+
+func (r *cg1Run) stats() (cgroupStats, error) {
+	var s cgroupStats
+	var err error
+	s.cpu, err = r.cpuUsage()
+	if err != nil {
+		return s, err
+	}
+	peak, err := readUintFile(r.file("memory", "memory.max_usage_in_bytes"))
+	if err != nil {
+		return s, err
+	}
+	s.memPeak = int64(peak)
+	kv, err := readKV(r.file("memory", "memory.oom_control"))
+	if err != nil {
+		return s, err
+	}
+	s.oomKills = kv["oom_kill"]
+	return s, nil
+}
+
+func (r *cg1Run) empty() error {
+	return emptyCgroup(r.file("pids", "cgroup.procs"))
+}
+
+func (r *cg1Run) destroy() error {
+	if r.cg == nil {
+		return nil
+	}
+	return r.cg.Delete()
+}
+
+// ---- cgroup v2 ----
+
+// cg2Tree is the unified-hierarchy variant (most Docker hosts). Runs are
+// cloned straight into their cgroup (CLONE_INTO_CGROUP), which avoids the
+// migration cost entirely.
+type cg2Tree struct {
+	base string
+}
+
+func (t *cg2Tree) describe() map[string]any {
+	return map[string]any{"version": 2, "path": t.base,
+		"controllers": []string{"memory", "pids", "cpu"}}
+}
+
+func (t *cg2Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
+	group := fmt.Sprintf("%s/s%d", t.base, slot)
+	dir := filepath.Join(cgroupRoot, group)
+	if _, err := os.Stat(dir); err == nil {
+		_ = emptyCgroup(filepath.Join(dir, "cgroup.procs"))
+		_ = rmdirRetry(dir)
+	}
+	period := uint64(100000)
+	quota := int64(lim.cpus * float64(period))
+	zero := int64(0)
+	res := &cgroup2.Resources{
+		Memory: &cgroup2.Memory{Max: &lim.memory, Swap: &zero},
+		Pids:   &cgroup2.Pids{Max: lim.pids},
+		CPU:    &cgroup2.CPU{Max: cgroup2.NewCPUMax(&quota, &period)},
+	}
+	m, err := cgroup2.NewManager(cgroupRoot, group, res)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", group, err)
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = m.Delete()
+		return nil, err
+	}
+	return &cg2Run{m: m, dir: dir, fd: fd}, nil
+}
+
+func (t *cg2Tree) purge() error {
+	dir := filepath.Join(cgroupRoot, t.base)
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	var errs []error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		_ = os.WriteFile(filepath.Join(dirs[i], "cgroup.kill"), []byte("1"), 0)
+		if err := emptyCgroup(filepath.Join(dirs[i], "cgroup.procs")); err != nil {
+			errs = append(errs, err)
+		}
+		if err := rmdirRetry(dirs[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type cg2Run struct {
+	m   *cgroup2.Manager
+	dir string
+	fd  int
+}
+
+func (r *cg2Run) addProc(int) error { return nil }
+func (r *cg2Run) cgroupFD() int     { return r.fd }
+
+func (r *cg2Run) cpuUsage() (time.Duration, error) {
+	kv, err := readKV(filepath.Join(r.dir, "cpu.stat"))
+	return time.Duration(kv["usage_usec"]) * time.Microsecond, err
+}
+
+func (r *cg2Run) stats() (cgroupStats, error) {
+	var s cgroupStats
+	var err error
+	if s.cpu, err = r.cpuUsage(); err != nil {
+		return s, err
+	}
+	// memory.peak needs Linux 5.19; older kernels report no peak.
+	if peak, err := readUintFile(filepath.Join(r.dir, "memory.peak")); err == nil {
+		s.memPeak = int64(peak)
+	}
+	kv, err := readKV(filepath.Join(r.dir, "memory.events"))
+	if err != nil {
+		return s, err
+	}
+	s.oomKills = kv["oom_kill"]
+	return s, nil
+}
+
+func (r *cg2Run) empty() error {
+	_ = os.WriteFile(filepath.Join(r.dir, "cgroup.kill"), []byte("1"), 0)
+	return emptyCgroup(filepath.Join(r.dir, "cgroup.procs"))
+}
+
+func (r *cg2Run) destroy() error {
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+	return r.m.Delete()
+}
+
+// ---- helpers ----
+
+// killCgroupProcs SIGKILLs every process listed in a cgroup.procs file.
+func killCgroupProcs(procs string) error {
+	data, err := os.ReadFile(procs)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	for _, f := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	return nil
+}
+
+// emptyCgroup kills until the cgroup has no process left (a fork racing
+// the kill shows up in the next round), for up to 5 s.
+func emptyCgroup(procs string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, err := os.ReadFile(procs)
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s still has processes: %s", filepath.Dir(procs), bytes.TrimSpace(data))
+		}
+		_ = killCgroupProcs(procs)
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func rmdirRetry(dir string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		err = unix.Rmdir(dir)
+		if err == nil || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.EAGAIN) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("rmdir %s: %w", dir, err)
+}
+
+func readUintFile(path string) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "max" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+// readKV parses "key value" lines (memory.oom_control, memory.events, cpu.stat).
+func readKV(path string) (map[string]uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	kv := map[string]uint64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+			kv[k] = n
+		}
+	}
+	return kv, sc.Err()
+}

@@ -1,0 +1,805 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestEchoAndExitCode(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Steps: sh("echo hello; echo oops >&2; exit 3")})
+	wantStatus(t, r, StatusError)
+	if r.Stdout != "hello\n" || r.Stderr != "oops\n" || r.ExitCode != 3 || r.FailedStep != "run" {
+		t.Fatalf("got %+v", r)
+	}
+	r = run(t, s, Spec{Steps: sh("echo ok")})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "ok\n" || r.ExitCode != 0 || r.FailedStep != "" {
+		t.Fatalf("got %+v", r)
+	}
+	if r.CPUTime <= 0 || r.MemoryPeak <= 0 || r.WallTime <= 0 {
+		t.Fatalf("no accounting: %+v", r.Result)
+	}
+}
+
+func TestStdin(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Steps: []Step{
+		{Name: "a", Argv: []string{"/bin/cat"}, Stdin: []byte("from stdin\n")},
+		{Name: "b", Argv: []string{"/bin/cat"}}, // /dev/null: must not block
+	}})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "from stdin\n" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+}
+
+func TestEnvIsExactlySpecEnv(t *testing.T) {
+	s := sb(t)
+	env := []string{"PATH=/usr/bin:/bin", "FOO=bar baz", "EMPTY="}
+	r := run(t, s, Spec{Env: env, Steps: []Step{{Name: "run", Argv: []string{"env"}}}})
+	wantStatus(t, r, StatusOK)
+	got := strings.Split(strings.TrimSuffix(r.Stdout, "\n"), "\n")
+	if !slices.Equal(got, env) {
+		t.Fatalf("env inside = %q, want %q", got, env)
+	}
+	if os.Getenv("CODEEXEC_TEST_SECRET") == "" || strings.Contains(r.Stdout, "hunter2") {
+		t.Fatal("secret setup missing or leaked")
+	}
+}
+
+func TestIdentityAndPrivileges(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Steps: sh("cat /proc/self/status; id; whoami")})
+	wantStatus(t, r, StatusOK)
+	status := map[string]string{}
+	for _, line := range strings.Split(r.Stdout, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			status[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	want := map[string]string{
+		"Uid": "1000 1000 1000 1000", "Gid": "1000 1000 1000 1000", "Groups": "",
+		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
+		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
+		"NoNewPrivs": "1", "Seccomp": "2",
+	}
+	for k, v := range want {
+		if status[k] != v {
+			t.Errorf("%s = %q, want %q", k, status[k], v)
+		}
+	}
+	if !strings.Contains(r.Stdout, "uid=1000(sandbox) gid=1000(sandbox) groups=1000(sandbox)") || !strings.HasSuffix(r.Stdout, "sandbox\n") {
+		t.Errorf("id/whoami: %s", r.Stdout)
+	}
+}
+
+// procsInRange lists host processes whose owner uid is in [lo, hi).
+func procsInRange(lo, hi uint32) map[int]uint32 {
+	out := map[int]uint32{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name(), &st) == nil && st.Uid >= lo && st.Uid < hi {
+			out[pid] = st.Uid
+		}
+	}
+	return out
+}
+
+func instanceUIDs(s *Linux) (uint32, uint32) {
+	return s.instanceRange(s.instance), s.instanceRange(s.instance + 1)
+}
+
+func TestConcurrentRunsHaveDistinctHostUIDs(t *testing.T) {
+	s := sb(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := run(t, s, Spec{Steps: sh("exec sleep 1.5")})
+			if r.Status != StatusOK {
+				t.Errorf("status %s", r.Status)
+			}
+		}()
+	}
+	lo, hi := instanceUIDs(s)
+	uids := map[uint32]bool{}
+	for deadline := time.Now().Add(1200 * time.Millisecond); time.Now().Before(deadline) && len(uids) < 2; {
+		for pid, uid := range procsInRange(lo, hi) {
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
+				uids[uid] = true
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	if len(uids) != 2 {
+		t.Fatalf("host uids of the two sleeps: %v, want 2 distinct", uids)
+	}
+	for uid := range uids {
+		if (uid-s.cfg.UIDBase)%idRange != sandboxUID {
+			t.Errorf("host uid %d is not a slot's inside-1000", uid)
+		}
+	}
+}
+
+func TestProcShowsOnlySandbox(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Steps: sh("cat /proc/1/cmdline; echo; ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '")})
+	wantStatus(t, r, StatusOK)
+	lines := strings.Split(r.Stdout, "\n")
+	if strings.TrimRight(lines[0], "\x00") != initArg0 {
+		t.Errorf("pid 1 is %q", lines[0])
+	}
+	pids := strings.Fields(lines[1])
+	if len(pids) > 5 {
+		t.Errorf("too many pids visible: %v", pids)
+	}
+	for _, p := range pids {
+		if n, _ := strconv.Atoi(p); n > 20 {
+			t.Errorf("host-looking pid %d visible", n)
+		}
+	}
+}
+
+func TestHostPathsInvisible(t *testing.T) {
+	s := sb(t)
+	marker := fmt.Sprintf("/tmp/codeexec-host-marker-%d", os.Getpid())
+	if err := os.WriteFile(marker, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(marker)
+	paths := []string{"/sys/kernel", "/root", "/home", "/run", testRunDir, marker, "/etc/shadow", "/etc/sudoers", "/var/lib", "/boot", "/proc/kcore_real"}
+	script := ""
+	for _, p := range paths {
+		script += fmt.Sprintf("if [ -e %q ]; then echo VISIBLE %s; fi; ", p, p)
+	}
+	r := run(t, s, Spec{Steps: sh(script + "ls /; ls /etc")})
+	wantStatus(t, r, StatusOK)
+	if strings.Contains(r.Stdout, "VISIBLE") {
+		t.Fatalf("host paths visible:\n%s", r.Stdout)
+	}
+	if !strings.Contains(r.Stdout, "passwd") || !strings.Contains(r.Stdout, "usr") {
+		t.Fatalf("listing: %s", r.Stdout)
+	}
+}
+
+func TestRootIsReadOnly(t *testing.T) {
+	s := sb(t)
+	code := `
+import os, errno
+for p in ["/usr/x", "/x", "/etc/passwd", "/etc/ssl/x", "/bin/x", "/dev/x", "/proc/sys/kernel/hostname"]:
+    try:
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
+        print(p, "WRITABLE")
+    except OSError as e:
+        print(p, errno.errorcode[e.errno])
+for p in ["/tmp/ok", "/mnt/data/ok", "/dev/shm/ok"]:
+    os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)); print(p, "ok")
+`
+	r := run(t, s, Spec{Steps: py(code)})
+	wantStatus(t, r, StatusOK)
+	// Existing files owned by (inside) root fail the permission check
+	// before the read-only one: EACCES there is expected.
+	want := "/usr/x EROFS\n/x EROFS\n/etc/passwd EACCES\n/etc/ssl/x EROFS\n/bin/x EROFS\n/dev/x EROFS\n/proc/sys/kernel/hostname EACCES\n/tmp/ok ok\n/mnt/data/ok ok\n/dev/shm/ok ok\n"
+	if r.Stdout != want {
+		t.Fatalf("got:\n%s\nwant:\n%s\nstderr: %s", r.Stdout, want, r.Stderr)
+	}
+}
+
+func TestTmpIsCapped(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Limits: Limits{DiskBytes: 4 << 20},
+		Steps: sh("dd if=/dev/zero of=/tmp/big bs=1M count=8 2>&1; stat -c %s /tmp/big")})
+	wantStatus(t, r, StatusOK)
+	if !strings.Contains(r.Stdout, "No space left on device") {
+		t.Fatalf("dd past DiskBytes did not fail with ENOSPC:\n%s", r.Stdout)
+	}
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	if n, _ := strconv.Atoi(lines[len(lines)-1]); n > 4<<20 {
+		t.Fatalf("/tmp/big is %d bytes", n)
+	}
+}
+
+func TestWorkdirIsCappedAndShared(t *testing.T) {
+	s := sb(t)
+	dir, release, err := s.NewWorkdir(2 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := os.WriteFile(filepath.Join(dir, "input.txt"), []byte("staged\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, s, Spec{Workdir: dir, Steps: sh("pwd; cat input.txt; echo out > result.txt; dd if=/dev/zero of=big bs=1M count=4 2>&1 | grep -o 'No space left on device'")})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "/mnt/data\nstaged\nNo space left on device\n" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "result.txt")); string(b) != "out\n" {
+		t.Fatalf("result.txt on host: %q", b)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "big")); err != nil || fi.Size() > 2<<20 {
+		t.Fatalf("big: %v %v", fi, err)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("workdir still there after release: %v", err)
+	}
+}
+
+// TestWorkdirSymlinkNotFollowed: Run chowns the workdir tree for the code,
+// and a symlink planted in it must not redirect that chown to a host file.
+func TestWorkdirSymlinkNotFollowed(t *testing.T) {
+	s := sb(t)
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("host"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir, release, err := s.NewWorkdir(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := os.Symlink(victim, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, s, Spec{Workdir: dir, Steps: sh("true")})
+	wantStatus(t, r, StatusOK)
+	var st unix.Stat_t
+	if err := unix.Stat(victim, &st); err != nil || st.Uid != 0 {
+		t.Fatalf("victim owner %d (%v): chown followed the symlink", st.Uid, err)
+	}
+	if err := unix.Lstat(filepath.Join(dir, "link"), &st); err != nil || st.Uid == 0 {
+		t.Fatalf("the link itself was not chowned: uid %d %v", st.Uid, err)
+	}
+}
+
+func TestFilesWrittenAsSandboxUser(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{
+		Files: []File{{Path: "/tmp/src/main.sh", Data: []byte("echo from file\n"), Mode: 0o755}},
+		Steps: sh("stat -c '%u %g %a' /tmp/src /tmp/src/main.sh; /tmp/src/main.sh"),
+	})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "1000 1000 755\n1000 1000 755\nfrom file\n" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+	_, err := tryRunErr(t, s, Spec{Files: []File{{Path: "/etc/evil", Data: []byte("x")}}, Steps: sh("true")})
+	if err == nil {
+		t.Fatal("a file outside /tmp was accepted")
+	}
+}
+
+func tryRunErr(t *testing.T, s *Linux, spec Spec) (runOut, error) {
+	t.Helper()
+	return tryRun(t, context.Background(), s, spec)
+}
+
+func TestForkBombContained(t *testing.T) {
+	s := sb(t)
+	// The limit itself: forking stops with EAGAIN near Limits.Pids.
+	code := `
+import os, errno, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30); os._exit(0)
+        n += 1
+except OSError as e:
+    print(n, errno.errorcode[e.errno])
+`
+	r := run(t, s, Spec{Limits: Limits{Pids: 32}, Steps: py(code)})
+	wantStatus(t, r, StatusOK)
+	f := strings.Fields(r.Stdout)
+	if len(f) != 2 || f[1] != "EAGAIN" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+	if n, _ := strconv.Atoi(f[0]); n < 10 || n > 32+initThreads {
+		t.Fatalf("forked %d processes with Pids=32", n)
+	}
+	// A real bash fork bomb: ends at the wall time, leaves nothing.
+	start := time.Now()
+	r = run(t, s, Spec{Limits: Limits{Pids: 64, WallTime: 2 * time.Second}, Steps: sh(":(){ :|:& };:; sleep 10")})
+	wantStatus(t, r, StatusTimeout)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("fork bomb run took %v", el)
+	}
+	lo, hi := instanceUIDs(s)
+	if left := procsInRange(lo, hi); len(left) > 0 {
+		t.Fatalf("processes left: %v", left)
+	}
+	r = run(t, s, Spec{Steps: sh("echo alive")})
+	wantStatus(t, r, StatusOK)
+}
+
+func TestMemoryBomb(t *testing.T) {
+	s := sb(t)
+	code := `
+chunks = []
+while True:
+    chunks.append(bytearray(16 << 20))
+`
+	r := run(t, s, Spec{Limits: Limits{MemoryBytes: 96 << 20}, Steps: py(code)})
+	wantStatus(t, r, StatusMemory)
+	if r.Signal != "SIGKILL" || r.MemoryPeak < 64<<20 || r.MemoryPeak > 100<<20 {
+		t.Fatalf("signal %q peak %d", r.Signal, r.MemoryPeak)
+	}
+	// tmpfs pages count too: filling /tmp does not get past the memory limit.
+	r = run(t, s, Spec{Limits: Limits{MemoryBytes: 64 << 20, DiskBytes: 1 << 30},
+		Steps: sh("dd if=/dev/zero of=/tmp/f bs=1M count=200")})
+	if r.Status != StatusMemory && r.Status != StatusError {
+		t.Fatalf("tmpfs fill: status %s", r.Status)
+	}
+	if r.MemoryPeak > 70<<20 {
+		t.Fatalf("tmpfs fill: peak %d over the limit", r.MemoryPeak)
+	}
+}
+
+func TestCPULimit(t *testing.T) {
+	s := sb(t)
+	start := time.Now()
+	r := run(t, s, Spec{Limits: Limits{CPUTime: time.Second, WallTime: 15 * time.Second}, Steps: sh("while :; do :; done")})
+	wantStatus(t, r, StatusTimeout)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("CPU spin ran %v", el)
+	}
+	if r.CPUTime < 900*time.Millisecond {
+		t.Fatalf("CPU time %v", r.CPUTime)
+	}
+	// Spread over processes (RLIMIT_CPU is per process): the cgroup still counts it.
+	start = time.Now()
+	r = run(t, s, Spec{Limits: Limits{CPUTime: time.Second, WallTime: 15 * time.Second},
+		Steps: sh("for i in 1 2 3 4; do (timeout 0.4 sh -c 'while :; do :; done'; true) ; done; for i in 1 2 3 4 5 6 7 8; do (timeout 0.4 sh -c 'while :; do :; done') & done; wait; sleep 5")})
+	wantStatus(t, r, StatusTimeout)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("multi-process CPU ran %v", el)
+	}
+}
+
+func TestWallTimeout(t *testing.T) {
+	s := sb(t)
+	start := time.Now()
+	r := run(t, s, Spec{Limits: Limits{WallTime: 500 * time.Millisecond}, Steps: sh("sleep 100")})
+	wantStatus(t, r, StatusTimeout)
+	if el := time.Since(start); el > 1500*time.Millisecond {
+		t.Fatalf("wall kill took %v", el)
+	}
+	if r.Signal != "SIGKILL" || r.FailedStep != "run" {
+		t.Fatalf("%+v", r.Result)
+	}
+}
+
+func TestStepTimeout(t *testing.T) {
+	s := sb(t)
+	start := time.Now()
+	r := run(t, s, Spec{Steps: []Step{
+		{Name: "compile", Argv: []string{"sleep", "100"}, Timeout: 300 * time.Millisecond},
+		{Name: "run", Argv: []string{"echo", "must not run"}},
+	}})
+	wantStatus(t, r, StatusTimeout)
+	if el := time.Since(start); el > 1500*time.Millisecond || r.FailedStep != "compile" || r.Stdout != "" {
+		t.Fatalf("took %v, %+v", el, r)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	s := sb(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	start := time.Now()
+	r, err := tryRun(t, ctx, s, Spec{Steps: sh("sleep 100")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, r, StatusKilled)
+	if el := time.Since(start); el > 1500*time.Millisecond {
+		t.Fatalf("cancel took %v", el)
+	}
+}
+
+func TestBackgroundDaemonGone(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Steps: sh("setsid nohup sleep 1000 >/dev/null 2>&1 & (sleep 999 &) ; echo started")})
+	wantStatus(t, r, StatusOK)
+	lo, hi := instanceUIDs(s)
+	if left := procsInRange(lo, hi); len(left) > 0 {
+		t.Fatalf("processes left after Run: %v", left)
+	}
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
+func TestOutputFlood(t *testing.T) {
+	s := sb(t)
+	dir, release, err := s.NewWorkdir(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	var out, errw countingWriter
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	res, err := s.Run(context.Background(), Spec{Workdir: dir, Env: baseEnv, Stdout: &out, Stderr: &errw,
+		Limits: Limits{OutputBytes: 1 << 20, WallTime: 20 * time.Second},
+		Steps:  sh("head -c 300000000 /dev/zero & head -c 300000000 /dev/zero >&2; wait")})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != StatusOutputLimit {
+		t.Fatalf("status %s", res.Status)
+	}
+	if out.n+errw.n != 1<<20 {
+		t.Fatalf("delivered %d+%d bytes, want exactly %d", out.n, errw.n, 1<<20)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Fatalf("allocated %d bytes while discarding output", alloc)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("took %v", el)
+	}
+}
+
+func TestSyscallFilter(t *testing.T) {
+	s := sb(t)
+	code := `
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    r = getattr(libc, name)(*args)
+    e = ctypes.get_errno()
+    print(name, "ok" if r >= 0 else errno.errorcode.get(e, e))
+call("mount", b"none", b"/tmp", b"tmpfs", 0, None)
+call("unshare", 0x10000000)            # CLONE_NEWUSER: allowed to uid 1000 without the filter
+call("unshare", 0x00020000)            # CLONE_NEWNS
+call("syscall", 56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(CLONE_NEWUSER|SIGCHLD)
+call("syscall", 435, 0, 0)             # clone3
+call("ptrace", 0, 0, 0, 0)             # PTRACE_TRACEME: allowed without the filter
+call("syscall", 425, 8, 0)             # io_uring_setup
+call("syscall", 321, 0, 0, 0)          # bpf
+call("syscall", 323, 0)                # userfaultfd
+call("syscall", 250, 0, 0, 0, 0)       # keyctl
+call("personality", 0x0400000)         # READ_IMPLIES_EXEC
+call("personality", 0xffffffff)        # query: allowed
+call("setns", 0, 0)
+pid = os.fork()
+if pid == 0: os._exit(7)
+print("fork", os.waitpid(pid, 0)[1] >> 8)
+`
+	r := run(t, s, Spec{Steps: py(code)})
+	wantStatus(t, r, StatusOK)
+	want := `mount EPERM
+unshare EPERM
+unshare EPERM
+syscall EPERM
+syscall ENOSYS
+ptrace EPERM
+syscall EPERM
+syscall EPERM
+syscall EPERM
+syscall EPERM
+personality EPERM
+personality ok
+setns EPERM
+fork 7
+`
+	if runtime.GOARCH != "amd64" {
+		t.Skip("syscall numbers are amd64's")
+	}
+	if r.Stdout != want {
+		t.Fatalf("got:\n%s\nwant:\n%s\nstderr: %s", r.Stdout, want, r.Stderr)
+	}
+	// The binaries fail too.
+	r = run(t, s, Spec{Steps: sh("unshare -U true 2>&1; echo rc=$?; mount -t tmpfs none /tmp 2>&1; echo rc=$?")})
+	if !strings.Contains(r.Stdout, "unshare failed: Operation not permitted") || strings.Count(r.Stdout, "rc=0") != 0 {
+		t.Fatalf("binaries: %s", r.Stdout)
+	}
+}
+
+func TestNetworkDisabled(t *testing.T) {
+	s := sb(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello from host\n"))
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	code := fmt.Sprintf(`
+import socket, errno
+for fam, typ in [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_DGRAM), (socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_PACKET, socket.SOCK_RAW)]:
+    try:
+        socket.socket(fam, typ); print(fam, "ok")
+    except OSError as e:
+        print(int(fam), errno.errorcode[e.errno])
+a, b = socket.socketpair(socket.AF_UNIX); a.send(b"unix ok"); print(b.recv(10).decode())
+try:
+    print(socket.create_connection(("127.0.0.1", %d), timeout=2).recv(100).decode().strip())
+except OSError as e:
+    print("connect", errno.errorcode[e.errno])
+`, port)
+	r := run(t, s, Spec{Steps: py(code)})
+	wantStatus(t, r, StatusOK)
+	want := "2 EAFNOSUPPORT\n10 EAFNOSUPPORT\n16 EAFNOSUPPORT\n17 EAFNOSUPPORT\nunix ok\nconnect EAFNOSUPPORT\n"
+	if r.Stdout != want {
+		t.Fatalf("got:\n%s\nwant:\n%s\nstderr: %s", r.Stdout, want, r.Stderr)
+	}
+	select {
+	case <-accepted:
+		t.Fatal("the listener accepted a connection from the sandbox")
+	default:
+	}
+	// Control: with Network the same code reaches the listener, so the
+	// check above would catch a missing network namespace or filter.
+	r = run(t, s, Spec{Limits: Limits{Network: true}, Steps: py(code)})
+	if !strings.Contains(r.Stdout, "hello from host") {
+		t.Fatalf("with Network: %s %s", r.Stdout, r.Stderr)
+	}
+}
+
+func TestKillMinusOneStaysInside(t *testing.T) {
+	s := sb(t)
+	// Host processes running as every slot's inside-1000 uid: same uid as
+	// the code, so only the pid namespace protects them.
+	var victims []*exec.Cmd
+	for slot := 0; slot < s.cfg.Slots; slot++ {
+		uid := s.hostID(slot) + sandboxUID
+		c := exec.Command("/bin/sleep", "30")
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		victims = append(victims, c)
+	}
+	defer func() {
+		for _, c := range victims {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	r := run(t, s, Spec{Steps: sh("sleep 100 & kill -9 -1; wait $!; echo inner=$?")})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "inner=137\n" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+	for _, c := range victims {
+		if err := c.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Fatalf("host process %d died: %v", c.Process.Pid, err)
+		}
+	}
+}
+
+func TestNoSecretsInProc(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{Steps: sh("cat /proc/1/environ 2>&1; echo; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; cat /proc/1/cmdline")})
+	wantStatus(t, r, StatusOK)
+	if strings.Contains(r.Stdout, "hunter2") || strings.Contains(r.Stdout, "CODEEXEC_TEST_SECRET") {
+		t.Fatalf("secret visible:\n%s", r.Stdout)
+	}
+	if !strings.HasPrefix(r.Stdout, "cat: /proc/1/environ: Permission denied") {
+		t.Fatalf("init's environ readable:\n%s", r.Stdout)
+	}
+}
+
+func TestCompileThenRun(t *testing.T) {
+	s := sb(t)
+	r := run(t, s, Spec{
+		Files: []File{{Path: "/tmp/src/main.c", Data: []byte("#include <stdio.h>\nint main(void){puts(\"compiled\");return 0;}\n")}},
+		Steps: []Step{
+			{Name: "compile", Argv: []string{"gcc", "-o", "/tmp/prog", "/tmp/src/main.c"}, Timeout: 20 * time.Second},
+			{Name: "run", Argv: []string{"/tmp/prog"}},
+		},
+		Limits: Limits{WallTime: 25 * time.Second},
+	})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "compiled\n" {
+		t.Fatalf("stdout %q stderr %q", r.Stdout, r.Stderr)
+	}
+	r = run(t, s, Spec{Steps: []Step{
+		{Name: "compile", Argv: []string{"/bin/false"}},
+		{Name: "run", Argv: []string{"echo", "must not run"}},
+	}})
+	wantStatus(t, r, StatusError)
+	if r.FailedStep != "compile" || r.Stdout != "" {
+		t.Fatalf("%+v", r)
+	}
+	r = run(t, s, Spec{Steps: []Step{{Name: "run", Argv: []string{"no-such-binary"}}}})
+	if r.Status != StatusError || r.ExitCode != 127 || !strings.Contains(r.Stderr, "command not found") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	s := sb(t)
+	d := s.Describe()
+	for _, k := range []string{"userns", "uid_map", "cgroup", "seccomp", "network", "rootfs"} {
+		if _, ok := d[k]; !ok {
+			t.Errorf("Describe lacks %q: %v", k, d)
+		}
+	}
+}
+
+func TestRootFS(t *testing.T) {
+	sb(t)
+	root := fmt.Sprintf("/run/codeexec-test-rootfs-%d", os.Getpid())
+	if err := os.MkdirAll(filepath.Join(root, "usr"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	if err := unix.Mount("/usr", filepath.Join(root, "usr"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(filepath.Join(root, "usr"), unix.MNT_DETACH)
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/os-release"), []byte("ID=custom-rootfs\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/shadow"), []byte("secret"), 0o644)
+	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
+		if _, err := os.Lstat("/" + l); err == nil {
+			os.Symlink("usr/"+l, filepath.Join(root, l))
+		}
+	}
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-rootfs", Slots: 1, RootFS: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(testRunDir + "-rootfs")
+	}()
+	r := run(t, s, Spec{Steps: sh("cat /etc/os-release; ls /etc/shadow 2>&1 | grep -c 'No such'")})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "ID=custom-rootfs\n1\n" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+}
+
+func TestTwoInstances(t *testing.T) {
+	a := sb(t)
+	b, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-b", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		b.Close()
+		os.RemoveAll(testRunDir + "-b")
+	}()
+	if a.instance == b.instance {
+		t.Fatalf("both instances got K=%d", a.instance)
+	}
+	alo, ahi := instanceUIDs(a)
+	blo, bhi := instanceUIDs(b)
+	if alo < bhi && blo < ahi {
+		t.Fatalf("uid ranges overlap: [%d,%d) [%d,%d)", alo, ahi, blo, bhi)
+	}
+	r := run(t, b, Spec{Steps: sh("echo b")})
+	wantStatus(t, r, StatusOK)
+}
+
+// TestCrashedPredecessorCleaned leaves what a kill -9'd server of instance
+// K would (a workdir mount, a cgroup with a live process, a process running
+// as one of K's uids) and checks that the next NewLinux taking K removes it.
+func TestCrashedPredecessorCleaned(t *testing.T) {
+	sb(t) // the shared instance keeps its own K out of the way
+	runDir := testRunDir + "-crash"
+	defer os.RemoveAll(runDir)
+	first, err := NewLinux(LinuxConfig{RunDir: runDir, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := first.instance
+	lo, hi := first.instanceRange(k), first.instanceRange(k+1)
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	stale := filepath.Join(runDir, fmt.Sprintf("i%d", k), "w99")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(fmt.Sprintf("codeexec-i%d", k), stale, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	cgDirs := []string{}
+	for _, c := range []string{"memory", "pids"} {
+		d := fmt.Sprintf("/sys/fs/cgroup/%s/codeexec/%d/s0", c, k)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cgDirs = append(cgDirs, d)
+	}
+	inCg := exec.Command("/bin/sleep", "1000")
+	if err := inCg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer inCg.Wait()
+	for _, d := range cgDirs {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(inCg.Process.Pid)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asUID := exec.Command("/bin/sleep", "1000")
+	asUID.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: lo + 5, Gid: lo + 5}}
+	if err := asUID.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer asUID.Wait()
+
+	second, err := NewLinux(LinuxConfig{RunDir: runDir, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if second.instance != k {
+		t.Fatalf("successor got K=%d, want %d", second.instance, k)
+	}
+	for _, c := range []*exec.Cmd{inCg, asUID} {
+		done := make(chan struct{})
+		go func() { c.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("leftover process %d survived", c.Process.Pid)
+		}
+	}
+	if left := procsInRange(lo, hi); len(left) > 0 {
+		t.Fatalf("processes in K's uid range: %v", left)
+	}
+	for _, d := range cgDirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Fatalf("stale cgroup %s still there: %v", d, err)
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), stale) {
+		t.Fatalf("stale workdir mount still there")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale workdir dir still there: %v", err)
+	}
+	r := run(t, second, Spec{Steps: sh("echo fresh")})
+	wantStatus(t, r, StatusOK)
+	_ = io.Discard
+}

@@ -1,0 +1,154 @@
+//go:build linux && cgo
+
+package sandbox
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+const seccompAvailable = true
+
+// deniedSyscalls fail with EPERM: namespace and mount manipulation, kernel
+// attack surface (bpf, io_uring, userfaultfd, perf, keyrings), other
+// processes' memory, and host administration. Names unknown on this
+// architecture are skipped.
+var deniedSyscalls = []string{
+	"mount", "umount", "umount2", "pivot_root", "chroot",
+	"fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+	"unshare", "setns",
+	"ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp", "pidfd_getfd",
+	"keyctl", "add_key", "request_key",
+	"bpf", "perf_event_open", "userfaultfd",
+	"init_module", "finit_module", "delete_module", "create_module",
+	"kexec_load", "kexec_file_load", "reboot",
+	"io_uring_setup", "io_uring_enter", "io_uring_register",
+	"swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
+	"open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "syslog",
+	"vhangup", "iopl", "ioperm", "uselib", "nfsservctl", "_sysctl",
+	"settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+	"fanotify_init",
+}
+
+// cloneNamespaceFlags are refused in clone(2): no new namespaces inside.
+var cloneNamespaceFlags = []uint64{
+	unix.CLONE_NEWNS, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWUSER,
+	unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWCGROUP,
+}
+
+// allowedPersonalities are the personality(2) arguments Docker also allows:
+// query, Linux, and ADDR_NO_RANDOMIZE / UNAME26 variants used by tools.
+var allowedPersonalities = []uint64{0x0, 0x8, 0x20000, 0x20008, 0xffffffff}
+
+// loadSeccomp installs the filter on every thread of the calling process
+// (TSYNC) and sets no_new_privs; children inherit both.
+func loadSeccomp(network bool) error {
+	eperm := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
+	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	if err != nil {
+		return err
+	}
+	defer f.Release()
+	if err := f.SetNoNewPrivsBit(true); err != nil {
+		return err
+	}
+	add := func(name string, act seccomp.ScmpAction, conds ...seccomp.ScmpCondition) error {
+		sc, err := seccomp.GetSyscallFromName(name)
+		if err != nil {
+			return nil // not on this architecture
+		}
+		if len(conds) == 0 {
+			err = f.AddRule(sc, act)
+		} else {
+			err = f.AddRuleConditional(sc, act, conds)
+		}
+		if err != nil {
+			return fmt.Errorf("seccomp rule %s: %w", name, err)
+		}
+		return nil
+	}
+	for _, name := range deniedSyscalls {
+		if err := add(name, eperm); err != nil {
+			return err
+		}
+	}
+	// clone3 passes its flags in memory, which a filter cannot read: make it
+	// look unimplemented so libc falls back to clone(2), which we can check.
+	if err := add("clone3", seccomp.ActErrno.SetReturnCode(int16(unix.ENOSYS))); err != nil {
+		return err
+	}
+	for _, flag := range cloneNamespaceFlags {
+		c, err := seccomp.MakeCondition(0, seccomp.CompareMaskedEqual, flag, flag)
+		if err != nil {
+			return err
+		}
+		if err := add("clone", eperm, c); err != nil {
+			return err
+		}
+	}
+	if !network {
+		// Only AF_UNIX sockets: no TCP/UDP/raw/netlink/packet etc. The
+		// comparison is on all 64 bits, so junk in the upper half denies.
+		noAF := seccomp.ActErrno.SetReturnCode(int16(unix.EAFNOSUPPORT))
+		ne, err := seccomp.MakeCondition(0, seccomp.CompareNotEqual, unix.AF_UNIX)
+		if err != nil {
+			return err
+		}
+		for _, name := range []string{"socket", "socketpair"} {
+			if err := add(name, noAF, ne); err != nil {
+				return err
+			}
+		}
+	}
+	if err := f.Load(); err != nil {
+		return err
+	}
+	return loadPersonalityFilter()
+}
+
+// loadPersonalityFilter adds a second, hand-written filter: personality(2)
+// only with an allowed argument. libseccomp cannot express "not any of
+// these values" (it refuses two checks on one argument).
+func loadPersonalityFilter() error {
+	var arch uint32
+	switch runtime.GOARCH {
+	case "amd64":
+		arch = unix.AUDIT_ARCH_X86_64
+	case "arm64":
+		arch = unix.AUDIT_ARCH_AARCH64
+	default:
+		return nil // other architectures: personality stays unfiltered
+	}
+	const (
+		ld  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		ret = unix.BPF_RET | unix.BPF_K
+	)
+	n := len(allowedPersonalities)
+	allow := uint8(6 + n) // index of the final "allow"
+	prog := []unix.SockFilter{
+		{Code: ld, K: 4}, // seccomp_data.arch
+		{Code: jeq, K: arch, Jt: 0, Jf: allow - 2},
+		{Code: ld, K: 0}, // seccomp_data.nr
+		{Code: jeq, K: unix.SYS_PERSONALITY, Jt: 0, Jf: allow - 4},
+		{Code: ld, K: 16}, // low half of args[0] (little endian); the kernel takes an unsigned int
+	}
+	for i, v := range allowedPersonalities {
+		prog = append(prog, unix.SockFilter{Code: jeq, K: uint32(v), Jt: allow - uint8(6+i), Jf: 0})
+	}
+	prog = append(prog,
+		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ALLOW})
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(prog)
+	if errno != 0 {
+		return fmt.Errorf("personality filter: %w", errno)
+	}
+	return nil
+}
