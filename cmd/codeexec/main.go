@@ -18,11 +18,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/api"
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/config"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
 )
@@ -105,6 +107,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	}
 
+	adm := admission.New(cfg.MaxConcurrency, cfg.MaxQueue, cfg.QueueTimeout)
+	running := func() float64 { return float64(adm.Stats().Running) }
+	mets := metrics.New(running, func() float64 { return float64(adm.Stats().Queued) }, running)
+
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -112,14 +118,15 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	defer store.Close()
 
 	box, err := sandbox.NewLinux(sandbox.LinuxConfig{
-		RunDir: cfg.RunDir, Slots: cfg.MaxConcurrency, RootFS: cfg.RootFS, Logger: log,
+		// One slot more than admitted executions: the readiness canary's.
+		RunDir: cfg.RunDir, Slots: cfg.MaxConcurrency + 1, RootFS: cfg.RootFS, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	defer box.Close()
 
-	eng := engine.New(store, box, engine.Limits{
+	eng := engine.New(mets.Store(store), box, engine.Limits{
 		WallTime:       time.Duration(cfg.MaxExecutionSeconds) * time.Second,
 		CPUTime:        time.Duration(cfg.MaxCPUSecs) * time.Second,
 		MemoryBytes:    cfg.MaxMemoryMB << 20,
@@ -138,25 +145,46 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		}
 	}()
 
+	rate := func(r config.RateLimit) *admission.Limiter {
+		return admission.NewLimiter(admission.RateLimit{N: r.N, Window: r.Window})
+	}
 	handler := api.NewServer(api.Deps{
-		Engine: eng, Store: store, Box: box, Auth: authn, Log: log,
+		Engine: eng, Store: mets.Store(store), Box: box, Auth: authn, Log: log,
 		Limits:     api.Limits{MaxUploadBytes: cfg.MaxUploadMB << 20},
 		SessionTTL: cfg.SessionTTL,
+		Admission:  adm,
+		Rates:      api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
+		Metrics:    mets, MetricsRoute: cfg.MetricsAddr == "",
 	})
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
 		return err
 	}
+	// Requests' contexts derive from base: cancelling it after the grace
+	// period kills executions still running at shutdown.
+	base, killInFlight := context.WithCancel(context.WithoutCancel(ctx))
+	defer killInFlight()
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return base },
 		// No WriteTimeout: an execution may legitimately take minutes.
+	}
+	var msrv *http.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		msrv = &http.Server{Handler: mets.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(mln)
+		defer msrv.Close()
 	}
 	go sweep(ctx, store, cfg.SessionTTL, log)
 
 	log.Info("listening", "addr", ln.Addr().String(), "storage", cfg.StorageBackend,
-		"auth", authMode(cfg), "isolation", box.Describe())
+		"auth", authMode(cfg), "concurrency", cfg.MaxConcurrency, "isolation", box.Describe())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -164,12 +192,25 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+
+	// Drain: new requests get 503 while in-flight executions have the grace
+	// period; then whatever still runs is killed and every sandbox cleaned.
+	log.Info("shutting down", "grace", cfg.ShutdownGrace.String())
+	handler.Drain()
+	deadline := time.Now().Add(cfg.ShutdownGrace)
+	for st := adm.Stats(); st.Running+st.Queued > 0 && time.Now().Before(deadline); st = adm.Stats() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := adm.Stats(); st.Running+st.Queued > 0 {
+		log.Warn("grace period over: killing in-flight executions", "running", st.Running, "queued", st.Queued)
+	}
+	killInFlight()
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
 	}
+	log.Info("stopped")
 	return nil
 }
 

@@ -80,7 +80,7 @@ type execResponse struct {
 
 const profileHeader = "X-CodeAPI-Expected-Profile"
 
-func (s *server) handleExec(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	if p := r.Header.Get(profileHeader); p != "" && !strings.EqualFold(p, "default") {
 		writeJSON(w, http.StatusConflict, map[string]string{
 			"error":   "execution_profile_mismatch",
@@ -98,16 +98,15 @@ func (s *server) handleExec(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := s.Engine.Exec(r.Context(), ereq)
-	if err != nil {
-		s.engineError(w, r, err)
+	res, ok := s.execute(w, r, ereq)
+	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, execResponseOf(res))
 }
 
 // execRequestOf validates the transport-level fields of an /exec body.
-func (s *server) execRequestOf(w http.ResponseWriter, r *http.Request, req execRequest) (engine.Request, bool) {
+func (s *Server) execRequestOf(w http.ResponseWriter, r *http.Request, req execRequest) (engine.Request, bool) {
 	id := req.Lang
 	if id == "" {
 		id = req.Language

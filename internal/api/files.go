@@ -17,11 +17,11 @@ import (
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
-func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "isolation": s.Box.Describe()})
 }
 
-func (s *server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateString(r.URL.Path, 200))
 }
 
@@ -34,7 +34,7 @@ type languageOut struct {
 	Missing   string   `json:"missing,omitempty"`
 }
 
-func (s *server) handleLanguages(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleLanguages(w http.ResponseWriter, r *http.Request) {
 	out := []languageOut{}
 	for _, l := range lang.All() {
 		ok, why := engine.Available(l)
@@ -71,7 +71,7 @@ type uploadedFile struct {
 // readUploads streams every file part of a multipart body into storage under
 // session, calling each with the outcome. Form fields that precede the files
 // (kind, id, entity_id, read_only) apply to them, as LibreChat sends them.
-func (s *server) readUploads(w http.ResponseWriter, r *http.Request, session string, maxFiles int,
+func (s *Server) readUploads(w http.ResponseWriter, r *http.Request, session string, maxFiles int,
 	each func(name string, obj storage.Object, err error) error) (int, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -123,7 +123,7 @@ func (s *server) readUploads(w http.ResponseWriter, r *http.Request, session str
 
 // storeUpload stores one file part; client errors about that file are passed
 // to each, transport failures are returned.
-func (s *server) storeUpload(r *http.Request, session string, part *multipart.Part, filename string, f uploadFields,
+func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Part, filename string, f uploadFields,
 	each func(string, storage.Object, error) error) (int, error) {
 	name, err := engine.CleanName(filename)
 	if err != nil {
@@ -194,12 +194,15 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *server) limitBody(w http.ResponseWriter, r *http.Request, files int) {
+func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, files int) {
 	// Room for every file at the cap plus multipart overhead.
 	r.Body = http.MaxBytesReader(w, r.Body, int64(files)*s.Limits.MaxUploadBytes+1<<20)
 }
 
-func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
+		return
+	}
 	s.limitBody(w, r, 1)
 	session := storage.NewID()
 	var files []uploadedFile
@@ -222,7 +225,10 @@ func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
+	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
+		return
+	}
 	s.limitBody(w, r, s.Limits.MaxBatchFiles)
 	session := storage.NewID()
 	files := []uploadedFile{}
@@ -254,7 +260,7 @@ func (s *server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *server) uploadError(w http.ResponseWriter, status int, err error) {
+func (s *Server) uploadError(w http.ResponseWriter, status int, err error) {
 	switch {
 	case errors.Is(err, engine.ErrInvalid):
 		status = http.StatusBadRequest
@@ -273,7 +279,7 @@ func (s *server) uploadError(w http.ResponseWriter, status int, err error) {
 
 // lookup finds the path's file, answering 404 itself when it is missing or
 // not the caller's.
-func (s *server) lookup(w http.ResponseWriter, r *http.Request) (storage.Key, storage.Object, bool) {
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (storage.Key, storage.Object, bool) {
 	key := storage.Key{Session: r.PathValue("session_id"), ID: r.PathValue("file_id")}
 	obj, err := s.Store.Stat(r.Context(), key)
 	if err == nil && !ownerVisible(r, obj) {
@@ -291,7 +297,10 @@ func (s *server) lookup(w http.ResponseWriter, r *http.Request) (storage.Key, st
 	return key, obj, true
 }
 
-func (s *server) handleDownload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
+	if s.rateLimited(w, r, s.Rates.Download, "download") {
+		return
+	}
 	key, _, ok := s.lookup(w, r)
 	if !ok {
 		return
@@ -300,7 +309,7 @@ func (s *server) handleDownload(w http.ResponseWriter, r *http.Request) {
 }
 
 // sendFile streams a stored file.
-func (s *server) sendFile(w http.ResponseWriter, r *http.Request, key storage.Key) {
+func (s *Server) sendFile(w http.ResponseWriter, r *http.Request, key storage.Key) {
 	rc, obj, err := s.Store.Open(r.Context(), key)
 	if errors.Is(err, storage.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "File not found")
@@ -334,7 +343,7 @@ func storedName(o storage.Object) string {
 
 func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
-func (s *server) handleListFiles(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleListFiles(w http.ResponseWriter, r *http.Request) {
 	session := r.PathValue("session_id")
 	objs, err := s.Store.List(r.Context(), session)
 	if err != nil {
@@ -375,7 +384,7 @@ func (s *server) handleListFiles(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *server) handleObjectInfo(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleObjectInfo(w http.ResponseWriter, r *http.Request) {
 	_, o, ok := s.lookup(w, r)
 	if !ok {
 		return
@@ -387,7 +396,7 @@ func (s *server) handleObjectInfo(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *server) handleDeleteFile(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleDeleteFile(w http.ResponseWriter, r *http.Request) {
 	key, _, ok := s.lookup(w, r)
 	if !ok {
 		return

@@ -14,10 +14,14 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
 )
@@ -39,15 +43,44 @@ type Deps struct {
 	Limits Limits
 	// SessionTTL is how long unused files are kept (reported as expiry).
 	SessionTTL time.Duration
+	// Admission bounds concurrent executions; nil admits everything.
+	Admission *admission.Controller
+	// Rates limits each caller; nil limiters allow everything.
+	Rates Rates
+	// Metrics are recorded when set; /metrics serves them when
+	// MetricsRoute is also true (otherwise a separate listener does).
+	Metrics      *metrics.Metrics
+	MetricsRoute bool
+	// ReadyTTL caches the /ready canary's verdict (default 5 s).
+	ReadyTTL time.Duration
 }
 
-type server struct {
-	Deps
-	mux *http.ServeMux
+// Rates are the per-caller rate limits.
+type Rates struct {
+	Exec, Upload, Download *admission.Limiter
 }
+
+// Server is the API's HTTP handler.
+type Server struct {
+	Deps
+	mux      *http.ServeMux
+	handler  http.Handler
+	draining atomic.Bool
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Drain makes the server answer new requests with 503 while in-flight ones
+// finish; /ready fails so that load balancers stop sending traffic.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // NewServer returns the HTTP handler of the whole API.
-func NewServer(d Deps) http.Handler {
+func NewServer(d Deps) *Server {
 	if d.Limits.MaxJSONBytes == 0 {
 		d.Limits.MaxJSONBytes = 50 << 20
 	}
@@ -57,9 +90,29 @@ func NewServer(d Deps) http.Handler {
 	if d.Limits.MaxBatchFiles == 0 {
 		d.Limits.MaxBatchFiles = 200
 	}
-	s := &server{Deps: d, mux: http.NewServeMux()}
+	if d.ReadyTTL == 0 {
+		d.ReadyTTL = 5 * time.Second
+	}
+	s := &Server{Deps: d, mux: http.NewServeMux()}
 	s.routes()
-	return s.recoverer(s.normalize(s.mux))
+	s.handler = s.recoverer(s.normalize(s.mux))
+	return s
+}
+
+// routeKey carries the matched route pattern out to the request log and
+// metrics, which run outside the mux.
+type routeHolder struct{ pattern, auth string }
+
+const routeKey ctxKey = 100
+
+// handle registers h for pattern, recording the pattern for logs and metrics.
+func (s *Server) handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rh, ok := r.Context().Value(routeKey).(*routeHolder); ok {
+			rh.pattern = pattern
+		}
+		h.ServeHTTP(w, r)
+	}))
 }
 
 type ctxKey int
@@ -72,9 +125,12 @@ func principalOf(r *http.Request) auth.Principal {
 }
 
 // authed wraps a handler with authentication.
-func (s *server) authed(h http.HandlerFunc) http.Handler {
+func (s *Server) authed(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.Auth.Authenticate(r)
+		if rh, ok := r.Context().Value(routeKey).(*routeHolder); ok {
+			rh.auth = p.Method
+		}
 		if err != nil {
 			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
 			return
@@ -86,7 +142,7 @@ func (s *server) authed(h http.HandlerFunc) http.Handler {
 // normalize serves every route at / and under /v1, collapses duplicate
 // slashes (old clients build "${base}/exec" from a base ending in "/"),
 // and logs each request without its body.
-func (s *server) normalize(next http.Handler) http.Handler {
+func (s *Server) normalize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		p := r.URL.Path
@@ -107,16 +163,26 @@ func (s *server) normalize(next http.Handler) http.Handler {
 			r = &r2
 		}
 		id := r.Header.Get("X-Request-Id")
-		if id == "" || len(id) > 128 {
+		if id == "" || len(id) > 128 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
 			var b [8]byte
 			rand.Read(b[:])
 			id = hex.EncodeToString(b[:])
 		}
 		w.Header().Set("X-Request-Id", id)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		s.Log.Info("request", "id", id, "method", r.Method, "path", p, "status", rec.status,
-			"ms", time.Since(start).Milliseconds())
+		rh := &routeHolder{pattern: "unmatched"}
+		r = r.WithContext(context.WithValue(r.Context(), routeKey, rh))
+		if s.draining.Load() && p != "/health" {
+			w.Header().Set("Connection", "close")
+			writeError(rec, http.StatusServiceUnavailable, "Service is shutting down")
+		} else {
+			next.ServeHTTP(rec, r)
+		}
+		if s.Metrics != nil {
+			s.Metrics.Requests.WithLabelValues(rh.pattern, fmt.Sprint(rec.status)).Inc()
+		}
+		s.Log.Info("request", "id", id, "method", r.Method, "route", rh.pattern, "status", rec.status,
+			"ms", time.Since(start).Milliseconds(), "auth", rh.auth)
 	})
 }
 
@@ -132,7 +198,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-func (s *server) recoverer(next http.Handler) http.Handler {
+func (s *Server) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
@@ -161,7 +227,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // decodeJSON reads a bounded JSON body into v, ignoring unknown fields.
-func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, s.Limits.MaxJSONBytes)
 	dec := json.NewDecoder(r.Body)
 	if err := dec.Decode(v); err != nil {
@@ -178,7 +244,7 @@ func (s *server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool 
 }
 
 // engineError maps an engine error to an HTTP answer.
-func (s *server) engineError(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, engine.ErrUnauthorized):
 		writeError(w, http.StatusForbidden, "Unauthorized file reference")

@@ -34,14 +34,14 @@ type sessionFile struct {
 	ID       string `json:"id"`
 }
 
-func (s *server) sessionOf(rec storage.SessionRecord, used time.Time) sessionOut {
+func (s *Server) sessionOf(rec storage.SessionRecord, used time.Time) sessionOut {
 	return sessionOut{
 		SessionID: rec.ID, Language: rec.Language, Stateful: rec.Stateful,
 		CreatedAt: isoTime(rec.Created), LastUsedAt: isoTime(used), ExpiresAt: isoTime(used.Add(s.SessionTTL)),
 	}
 }
 
-func (s *server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Language string `json:"language"`
 		Lang     string `json:"lang"`
@@ -71,7 +71,7 @@ func (s *server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 }
 
 // languageOf resolves a language id, answering 400 itself when unknown.
-func (s *server) languageOf(w http.ResponseWriter, id string) (*lang.Language, bool) {
+func (s *Server) languageOf(w http.ResponseWriter, id string) (*lang.Language, bool) {
 	if id == "" {
 		writeError(w, http.StatusBadRequest, "language is required")
 		return nil, false
@@ -86,7 +86,7 @@ func (s *server) languageOf(w http.ResponseWriter, id string) (*lang.Language, b
 
 // session loads the path's session, answering 404 itself when it is missing
 // or belongs to another principal.
-func (s *server) session(w http.ResponseWriter, r *http.Request) (storage.SessionRecord, time.Time, bool) {
+func (s *Server) session(w http.ResponseWriter, r *http.Request) (storage.SessionRecord, time.Time, bool) {
 	rec, used, err := s.Store.GetSession(r.Context(), r.PathValue("session_id"))
 	if err == nil && rec.Owner != "" && principalOf(r).Subject != "" && rec.Owner != principalOf(r).Subject {
 		err = storage.ErrNotFound
@@ -102,12 +102,12 @@ func (s *server) session(w http.ResponseWriter, r *http.Request) (storage.Sessio
 	return rec, used, true
 }
 
-func (s *server) storageError(w http.ResponseWriter, err error) {
+func (s *Server) storageError(w http.ResponseWriter, err error) {
 	s.Log.Error("storage", "err", err)
 	writeError(w, http.StatusInternalServerError, "internal error: storage unavailable")
 }
 
-func (s *server) handleGetSession(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleGetSession(w http.ResponseWriter, r *http.Request) {
 	rec, used, ok := s.session(w, r)
 	if !ok {
 		return
@@ -127,7 +127,7 @@ func (s *server) handleGetSession(w http.ResponseWriter, r *http.Request) {
 	}{s.sessionOf(rec, used), files})
 }
 
-func (s *server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 	rec, _, ok := s.session(w, r)
 	if !ok {
 		return
@@ -145,14 +145,14 @@ func (s *server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 // instance, so that two runs do not both replace the same file.
 var sessionLocks sync.Map // id -> *sync.Mutex
 
-func (s *server) lockSession(id string) func() {
+func (s *Server) lockSession(id string) func() {
 	m, _ := sessionLocks.LoadOrStore(id, &sync.Mutex{})
 	mu := m.(*sync.Mutex)
 	mu.Lock()
 	return mu.Unlock
 }
 
-func (s *server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	rec, _, ok := s.session(w, r)
 	if !ok {
 		return
@@ -205,12 +205,11 @@ func (s *server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	for _, o := range objs {
 		files = append(files, engine.FileRef{Session: rec.ID, ID: o.ID, Name: o.Name})
 	}
-	res, err := s.Engine.Exec(r.Context(), engine.Request{
+	res, ok := s.execute(w, r, engine.Request{
 		Lang: l, Code: *req.Code, Args: args, Stdin: req.Stdin, Files: files, Timeout: timeout,
 		Session: rec.ID, Owner: principalOf(r).Subject, Persist: true,
 	})
-	if err != nil {
-		s.engineError(w, r, err)
+	if !ok {
 		return
 	}
 	s.touch(r.Context(), rec)
@@ -222,15 +221,18 @@ func (s *server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 }
 
 // touch refreshes a session's record so that expiry counts from last use.
-func (s *server) touch(ctx context.Context, rec storage.SessionRecord) {
+func (s *Server) touch(ctx context.Context, rec storage.SessionRecord) {
 	if err := s.Store.PutSession(context.WithoutCancel(ctx), rec); err != nil {
 		s.Log.Warn("refreshing session", "session", rec.ID, "err", err)
 	}
 }
 
-func (s *server) handleSessionUpload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request) {
 	rec, _, ok := s.session(w, r)
 	if !ok {
+		return
+	}
+	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
 	s.limitBody(w, r, s.Limits.MaxBatchFiles)
@@ -271,9 +273,9 @@ func (s *server) handleSessionUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"session_id": rec.ID, "files": saved})
 }
 
-func (s *server) handleSessionDownload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSessionDownload(w http.ResponseWriter, r *http.Request) {
 	rec, _, ok := s.session(w, r)
-	if !ok {
+	if !ok || s.rateLimited(w, r, s.Rates.Download, "download") {
 		return
 	}
 	name, err := engine.CleanName(r.PathValue("path"))

@@ -40,6 +40,13 @@ type Config struct {
 	MaxInputFiles       int
 	DisableNetwork      bool
 	MaxConcurrency      int
+	MaxQueue            int
+	QueueTimeout        time.Duration
+	RateExec            RateLimit
+	RateUpload          RateLimit
+	RateDownload        RateLimit
+	MetricsAddr         string
+	ShutdownGrace       time.Duration
 
 	// Storage.
 	StorageBackend string // local, s3, gcs
@@ -56,6 +63,29 @@ type Config struct {
 	RootFS  string
 
 	LogLevel string
+}
+
+// RateLimit is N requests per Window per caller; N == 0 means no limit.
+type RateLimit struct {
+	N      int
+	Window time.Duration
+}
+
+// parseRate reads "N/window" (e.g. "20/30s"); "" or "0" is no limit.
+func parseRate(v string) (RateLimit, error) {
+	if v == "" || v == "0" {
+		return RateLimit{}, nil
+	}
+	n, w, ok := strings.Cut(v, "/")
+	count, err := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err != nil || count < 0 {
+		return RateLimit{}, fmt.Errorf("want N/window such as 20/30s, got %q", v)
+	}
+	window, err := time.ParseDuration(strings.TrimSpace(w))
+	if err != nil || window <= 0 {
+		return RateLimit{}, fmt.Errorf("want N/window such as 20/30s, got %q", v)
+	}
+	return RateLimit{N: count, Window: window}, nil
 }
 
 // setting describes one variable for Load and for `serve --help`.
@@ -84,6 +114,13 @@ var settings = []setting{
 	{name: "CODEEXEC_MAX_INPUT_FILES", def: "256", help: "most file refs per execution"},
 	{name: "CODEEXEC_DISABLE_NETWORK", def: "true", help: "no network in the sandbox (loopback only, down)"},
 	{name: "CODEEXEC_MAX_CONCURRENCY", def: "", help: "executions at once (default: number of CPUs)"},
+	{name: "CODEEXEC_MAX_QUEUE", def: "64", help: "executions that may wait for a slot; more get 429"},
+	{name: "CODEEXEC_QUEUE_TIMEOUT_SECONDS", def: "60", help: "longest wait for a slot before 429"},
+	{name: "CODEEXEC_RATE_LIMIT_EXEC", def: "", help: "executions per caller, e.g. 20/30s (default: no limit)"},
+	{name: "CODEEXEC_RATE_LIMIT_UPLOAD", def: "", help: "uploads per caller, e.g. 30/5m (default: no limit)"},
+	{name: "CODEEXEC_RATE_LIMIT_DOWNLOAD", def: "", help: "downloads per caller, e.g. 60/1m (default: no limit)"},
+	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics (e.g. :9090); unset: /metrics on the main port, behind the API key"},
+	{name: "CODEEXEC_SHUTDOWN_GRACE_SECONDS", def: "30", help: "on SIGTERM, how long in-flight executions may finish before they are killed"},
 	{name: "CODEEXEC_STORAGE_BACKEND", def: "local", help: "local, s3 or gcs"},
 	{name: "CODEEXEC_STORAGE_DIR", def: "/tmp/codeexec", help: "directory of the local backend"},
 	{name: "CODEEXEC_S3_BUCKET", def: "", help: "bucket of the s3 backend"},
@@ -182,6 +219,20 @@ func Load(getenv func(string) string) (*Config, error) {
 	} else {
 		small("CODEEXEC_MAX_CONCURRENCY", &c.MaxConcurrency, 1)
 	}
+	small("CODEEXEC_MAX_QUEUE", &c.MaxQueue, 0)
+	var secs int
+	small("CODEEXEC_QUEUE_TIMEOUT_SECONDS", &secs, 1)
+	c.QueueTimeout = time.Duration(secs) * time.Second
+	small("CODEEXEC_SHUTDOWN_GRACE_SECONDS", &secs, 0)
+	c.ShutdownGrace = time.Duration(secs) * time.Second
+	for name, dst := range map[string]*RateLimit{"CODEEXEC_RATE_LIMIT_EXEC": &c.RateExec, "CODEEXEC_RATE_LIMIT_UPLOAD": &c.RateUpload, "CODEEXEC_RATE_LIMIT_DOWNLOAD": &c.RateDownload} {
+		r, err := parseRate(v[name])
+		if err != nil {
+			errs = append(errs, name+": "+err.Error())
+		}
+		*dst = r
+	}
+	c.MetricsAddr = v["CODEEXEC_METRICS_ADDR"]
 	ttl, err := time.ParseDuration(v["CODEEXEC_SESSION_TTL"])
 	if err != nil || ttl < time.Minute {
 		errs = append(errs, fmt.Sprintf("CODEEXEC_SESSION_TTL: want a duration of at least 1m (e.g. 24h), got %q", v["CODEEXEC_SESSION_TTL"]))

@@ -24,6 +24,7 @@ var (
 	ErrInvalid      = errors.New("invalid request")             // 400
 	ErrUnauthorized = errors.New("Unauthorized file reference") // 403
 	ErrUnavailable  = errors.New("language not available")      // 400 naming what to install
+	ErrSandbox      = errors.New("sandbox failure")             // 500: the code could not be run as asked
 )
 
 // Limits are the server's caps for every execution.
@@ -196,7 +197,7 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 
 	dir, release, err := e.box.NewWorkdir(e.limits.DiskBytes)
 	if err != nil {
-		return nil, fmt.Errorf("working directory: %w", err)
+		return nil, fmt.Errorf("%w: working directory: %v", ErrSandbox, err)
 	}
 	defer func() {
 		if err := release(); err != nil {
@@ -213,7 +214,10 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 	spec.Stdout, spec.Stderr = &stdout, &stderr
 	run, err := e.box.Run(ctx, spec)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %v", ErrSandbox, err)
 	}
 
 	res := &Result{

@@ -11,9 +11,11 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,6 +94,8 @@ func MaybeInit() {
 	// Bounding set, and so the steps' exec, is per thread: keep everything
 	// on this one thread.
 	runtime.LockOSThread()
+	// Name it in ps (else it shows as the fd number it was exec'd from).
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&[]byte("codeexec-init\x00")[0])), 0, 0, 0)
 	os.Exit(runInit())
 }
 
@@ -104,8 +108,10 @@ func (r initReporter) send(ev initEvent) {
 }
 
 func runInit() int {
-	// The steps must not inherit the report channel (they could forge it).
-	syscall.CloseOnExec(initEventFD)
+	// No descriptor of init reaches the steps: neither the report channel
+	// (they could forge it) nor anything the server inherited without
+	// O_CLOEXEC from whoever started it.
+	closeOnExecFrom(initConfigFD)
 	rep := initReporter{bufio.NewWriter(os.NewFile(initEventFD, "events"))}
 	fatal := func(err error) int {
 		rep.send(initEvent{Event: "fatal", Err: err.Error()})
@@ -147,6 +153,18 @@ func runInit() int {
 	}
 	runSteps(cfg, stdins, rep)
 	return 0
+}
+
+func closeOnExecFrom(first int) {
+	if unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	ents, _ := os.ReadDir("/proc/self/fd") // kernels before 5.11
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= first {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // ---- root filesystem ----

@@ -47,9 +47,10 @@ type Linux struct {
 	slots    chan int
 	cg       cgroupTree
 	wdSeq    atomic.Uint64
-	runs     sync.WaitGroup
-	closed   atomic.Bool
-	closeMu  sync.Mutex
+	// mu is held shared by each Run and exclusively by Close, which so
+	// waits for running runs.
+	mu     sync.RWMutex
+	closed atomic.Bool
 }
 
 var _ Sandbox = (*Linux)(nil)
@@ -365,12 +366,11 @@ func (l *Linux) Describe() map[string]any {
 // Close waits for running runs, then removes this instance's workdirs,
 // cgroups and lock.
 func (l *Linux) Close() error {
-	l.closeMu.Lock()
-	defer l.closeMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.closed.Swap(true) {
 		return nil
 	}
-	l.runs.Wait()
 	err := l.cleanup()
 	l.exe.Close()
 	l.lock.Close()
@@ -436,14 +436,14 @@ func chownTree(root string, id int) error {
 
 // Run executes spec in a fresh sandbox on a free slot.
 func (l *Linux) Run(ctx context.Context, spec Spec) (Result, error) {
-	if l.closed.Load() {
-		return Result{}, errors.New("sandbox: closed")
-	}
 	if err := validateSpec(spec); err != nil {
 		return Result{}, err
 	}
-	l.runs.Add(1)
-	defer l.runs.Done()
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed.Load() {
+		return Result{}, errors.New("sandbox: closed")
+	}
 	slot, err := l.acquireSlot(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("sandbox: waiting for a slot: %w", err)
@@ -454,6 +454,9 @@ func (l *Linux) Run(ctx context.Context, spec Spec) (Result, error) {
 
 func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Result, error) {
 	var res Result
+	// Phase times, logged at debug level: where a run's overhead goes.
+	var tCgroup, tStarted, tPlaced, tFirstStep, tExited time.Duration
+	t0 := time.Now()
 	hostID := l.hostID(slot)
 	if err := chownTree(spec.Workdir, int(hostID)+sandboxUID); err != nil {
 		return res, fmt.Errorf("sandbox: chown workdir: %w", err)
@@ -498,9 +501,11 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	}
 	idMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(hostID), Size: idRange}}
 	cmd := &exec.Cmd{
-		Path:       fmt.Sprintf("/proc/self/fd/%d", l.exe.Fd()),
-		Args:       []string{initArg0},
-		Env:        []string{},
+		Path: fmt.Sprintf("/proc/self/fd/%d", l.exe.Fd()),
+		Args: []string{initArg0},
+		// Nothing of the server's environment. The one variable only
+		// matters in -race builds, whose exit otherwise sleeps a second.
+		Env:        []string{"GORACE=atexit_sleep_ms=0"},
 		Stdout:     outW,
 		Stderr:     errW,
 		ExtraFiles: []*os.File{cfgR, evW}, // initConfigFD, initEventFD
@@ -518,6 +523,7 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	if fd := cg.cgroupFD(); fd >= 0 {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
 	}
+	tCgroup = time.Since(t0)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("sandbox: start init: %w", err)
@@ -532,9 +538,11 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		<-waitCh
 		return res, err
 	}
+	tStarted = time.Since(t0)
 	if err := cg.addProc(cmd.Process.Pid); err != nil {
 		return abort(fmt.Errorf("sandbox: cgroup: %w", err))
 	}
+	tPlaced = time.Since(t0)
 	steps := make([]initStep, len(spec.Steps))
 	for i, st := range spec.Steps {
 		steps[i] = initStep{Name: st.Name, Argv: st.Argv, Timeout: st.Timeout, Stdin: st.Stdin}
@@ -582,6 +590,18 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		overflow   = sink.overflow
 		waitErr    error
 	)
+	handle := func(ev initEvent) {
+		events = append(events, ev)
+		if ev.Event == "start" {
+			lastStart = ev.Step
+			if ev.Step == 0 {
+				tFirstStep = time.Since(t0)
+			}
+			if ev.Step == len(steps)-1 {
+				cpuAtStart, _ = cg.cpuUsage()
+			}
+		}
+	}
 	kill := func(r Status) {
 		if reason == "" {
 			reason = r
@@ -605,13 +625,7 @@ loop:
 				evCh = nil
 				continue
 			}
-			events = append(events, ev)
-			if ev.Event == "start" {
-				lastStart = ev.Step
-				if ev.Step == len(steps)-1 {
-					cpuAtStart, _ = cg.cpuUsage()
-				}
-			}
+			handle(ev)
 		case <-tick.C:
 			if lastStart == len(steps)-1 {
 				if u, err := cg.cpuUsage(); err == nil && u-cpuAtStart > lim.CPUTime {
@@ -624,9 +638,14 @@ loop:
 		}
 	}
 	res.WallTime = time.Since(start)
+	tExited = time.Since(t0)
+	defer func() {
+		l.log.Debug("sandbox run", "slot", slot, "status", res.Status, "cgroup", tCgroup, "started", tStarted,
+			"placed", tPlaced, "first_step", tFirstStep, "exited", tExited, "done", time.Since(t0))
+	}()
 	// init is gone, so is its pid namespace: the pipes hit EOF now.
-	for ev := range evAll {
-		events = append(events, ev)
+	for ev := range evAll { // what init wrote just before it exited
+		handle(ev)
 	}
 	pumpsDone := make(chan struct{})
 	go func() { pumps.Wait(); close(pumpsDone) }()

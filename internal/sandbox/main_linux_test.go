@@ -100,7 +100,9 @@ func tryRun(t *testing.T, ctx context.Context, s *Linux, spec Spec) (runOut, err
 	return runOut{Result: res, Stdout: out.String(), Stderr: errb.String(), Workdir: spec.Workdir}, err
 }
 
-func sh(script string) []Step { return []Step{{Name: "run", Argv: []string{"/bin/bash", "-c", script}}} }
+func sh(script string) []Step {
+	return []Step{{Name: "run", Argv: []string{"/bin/bash", "-c", script}}}
+}
 
 func py(code string) []Step {
 	return []Step{{Name: "run", Argv: []string{"/usr/bin/python3", "-I", "-S", "-c", code}}}
@@ -112,4 +114,3 @@ func wantStatus(t *testing.T, r runOut, want Status) {
 		t.Fatalf("status %q, want %q (exit %d %s)\nstdout: %.2000s\nstderr: %.2000s", r.Status, want, r.ExitCode, r.Signal, r.Stdout, r.Stderr)
 	}
 }
-

@@ -46,7 +46,7 @@ func serverBin(t *testing.T, name string) string {
 	t.Helper()
 	ci := os.Getenv("CI") == "true"
 	if os.Getenv("CODEEXEC_SKIP_CLOUD_TESTS") == "1" && !ci {
-		t.Skipf("CODEEXEC_SKIP_CLOUD_TESTS=1: not running the %s backend tests", name)
+		t.Skipf("CODEEXEC_SKIP_CLOUD_TESTS=1: not running the tests against %s", name)
 	}
 	root := repoRoot(t)
 	installOnce.Do(func() {

@@ -76,6 +76,7 @@ type scenario struct {
 func scenariosFor(g generation) []scenario {
 	s := []scenario{
 		{name: "print", auth: "key"},
+		{name: "js", auth: "key"},
 		{name: "root_base_url", auth: "key"},
 		{name: "files", auth: "key"},
 		{name: "user_error", auth: "key"},
@@ -378,6 +379,7 @@ type recorded struct {
 	Body   []byte
 	Status int
 	Err    string
+	Resp   []byte // body of a non-2xx response (first 1 KiB)
 }
 
 type recorder struct {
@@ -411,11 +413,24 @@ func startRecorder(t *testing.T, target string) (*recorder, string) {
 			pr.Out.Host = u.Host
 		},
 		ModifyResponse: func(resp *http.Response) error {
-			if r, ok := resp.Request.Context().Value(recKey{}).(*recorded); ok {
-				rc.mu.Lock()
-				r.Status = resp.StatusCode
-				rc.mu.Unlock()
+			r, ok := resp.Request.Context().Value(recKey{}).(*recorded)
+			if !ok {
+				return nil
 			}
+			var errBody []byte
+			if resp.StatusCode >= 300 {
+				b, err := io.ReadAll(resp.Body)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				resp.Body = io.NopCloser(bytes.NewReader(b))
+				errBody = b[:min(len(b), 1024)]
+			}
+			rc.mu.Lock()
+			r.Status = resp.StatusCode
+			r.Resp = errBody
+			rc.mu.Unlock()
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
@@ -672,6 +687,9 @@ func logRequests(t *testing.T, reqs []*recorded, apiKey string) {
 			if v := r.Header.Get(k); v != "" {
 				fmt.Fprintf(&b, " %s=%q", k, v)
 			}
+		}
+		if len(r.Resp) > 0 {
+			fmt.Fprintf(&b, "\n     response: %q", r.Resp)
 		}
 		if len(r.Body) > 0 {
 			body := r.Body

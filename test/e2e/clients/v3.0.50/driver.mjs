@@ -177,6 +177,10 @@ const scenarios = {
       const r = await call(tool, { lang: 'py', code: 'print("hello from codeexec", 6 * 7)' });
       return { ok: okExec(r) && r.content.startsWith('stdout:\nhello from codeexec 42'), ...summarize(r) };
     });
+  },
+
+  async js() {
+    const tool = newTool();
     await rep.check('execute_code_js', async () => {
       const r = await call(tool, { lang: 'js', code: 'console.log("js says", [1, 2, 3].map((x) => x * 2).join(","))' });
       return { ok: okExec(r) && r.content.includes('js says 2,4,6'), ...summarize(r) };

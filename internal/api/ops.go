@@ -1,0 +1,155 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/admission"
+	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+// callerKey identifies the caller for rate limits: the JWT subject, else
+// the API key (hashed), else the client address.
+func callerKey(r *http.Request) string {
+	if sub := principalOf(r).Subject; sub != "" {
+		return "sub:" + sub
+	}
+	for _, h := range []string{r.Header.Get("X-API-Key"), r.Header.Get("Authorization")} {
+		if h != "" {
+			sum := sha256.Sum256([]byte(h))
+			return "key:" + hex.EncodeToString(sum[:8])
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "ip:" + host
+}
+
+// tooMany answers 429 in the shape LibreChat's client parses.
+func (s *Server) tooMany(w http.ResponseWriter, reason, msg string, retry time.Duration) {
+	secs := int(math.Ceil(retry.Seconds()))
+	secs = max(secs, 1)
+	if s.Metrics != nil {
+		s.Metrics.Rejected.WithLabelValues(reason).Inc()
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeJSON(w, http.StatusTooManyRequests, map[string]any{
+		"error":               "rate_limited",
+		"message":             fmt.Sprintf("%s. Please retry in %d seconds.", msg, secs),
+		"retry_after_seconds": secs,
+	})
+}
+
+// rateLimited applies a per-caller limit, answering 429 itself.
+func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, l *admission.Limiter, what string) bool {
+	ok, wait := l.Allow(callerKey(r), time.Now())
+	if !ok {
+		s.tooMany(w, "rate_limited", "Too many "+what+" requests", wait)
+	}
+	return !ok
+}
+
+// admit waits for an execution slot. It answers 429 itself when the queue is
+// full and returns ok=false; the caller must call release when done.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	if s.rateLimited(w, r, s.Rates.Exec, "execution") {
+		return nil, false
+	}
+	if s.Admission == nil {
+		return func() {}, true
+	}
+	release, waited, err := s.Admission.Acquire(r.Context())
+	if s.Metrics != nil && err == nil {
+		s.Metrics.QueueWait.Observe(waited.Seconds())
+	}
+	if b, busy := admission.IsBusy(err); busy {
+		s.tooMany(w, "queue_full", "Too many executions in progress ("+b.Reason+")", b.RetryAfter)
+		return nil, false
+	}
+	if err != nil { // the client went away while queued
+		writeError(w, 499, "client closed request")
+		return nil, false
+	}
+	return release, true
+}
+
+// execute runs an engine request under admission control and records it.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Request) (*engine.Result, bool) {
+	release, ok := s.admit(w, r)
+	if !ok {
+		return nil, false
+	}
+	defer release()
+	res, err := s.Engine.Exec(r.Context(), req)
+	if err != nil {
+		if s.Metrics != nil && errors.Is(err, engine.ErrSandbox) {
+			s.Metrics.SandboxFailures.Inc()
+		}
+		s.engineError(w, r, err)
+		return nil, false
+	}
+	if s.Metrics != nil {
+		s.Metrics.Executions.WithLabelValues(res.Language, string(res.Status)).Observe(res.WallTime.Seconds())
+	}
+	return res, true
+}
+
+// handleReady runs a real execution and a storage round trip, at most once
+// per ReadyTTL: health that stays green while every execution fails is worse
+// than none.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining", "error": "Service is shutting down"})
+		return
+	}
+	s.readyMu.Lock()
+	if time.Since(s.readyAt) > s.ReadyTTL {
+		s.readyErr = s.canary(r.Context())
+		s.readyAt = time.Now()
+		if s.readyErr != nil {
+			s.Log.Error("readiness canary failed", "err", s.readyErr)
+		}
+	}
+	err := s.readyErr
+	s.readyMu.Unlock()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) canary(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	key := storage.Key{Session: "readiness-canary", ID: storage.NewID()}
+	if _, err := s.Store.Put(ctx, key, strings.NewReader("ok"), storage.Meta{Name: "canary.txt"}); err != nil {
+		return fmt.Errorf("storage write: %w", err)
+	}
+	defer s.Store.Delete(context.WithoutCancel(ctx), key)
+	l, _ := lang.Lookup("bash")
+	res, err := s.Engine.Exec(ctx, engine.Request{
+		Lang: l, Code: "cat canary.txt", Timeout: 20 * time.Second,
+		Files: []engine.FileRef{{Session: key.Session, ID: key.ID, Name: "canary.txt"}},
+	})
+	if err != nil {
+		return fmt.Errorf("execution: %w", err)
+	}
+	if res.Stdout != "ok" || res.Status != "ok" {
+		return fmt.Errorf("execution: status %s, stdout %q, stderr %q", res.Status, truncateString(res.Stdout, 100), truncateString(res.Stderr, 200))
+	}
+	return nil
+}
