@@ -57,11 +57,14 @@ install_packages() {
 	if ! command -v npm >/dev/null && [[ ! -x /usr/bin/npm ]]; then
 		want+=(npm)
 	fi
-	local installed
-	installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${want[@]}" 2>/dev/null || true)
-	local p
+	# One dpkg-query for all; unknown names only print to stderr.
+	local -A ok=()
+	local p status
+	while read -r p status; do
+		[[ $status == ii ]] && ok[${p%%:*}]=1
+	done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${want[@]}" 2>/dev/null || true)
 	for p in "${want[@]}"; do
-		grep -qE "^${p//./\\.} ii" <<<"$installed" || missing+=("$p")
+		[[ -n ${ok[$p]:-} ]] || missing+=("$p")
 	done
 	((${#missing[@]})) || return 0
 	log "installing ${#missing[@]} Debian package(s): ${missing[*]}"
@@ -139,7 +142,7 @@ install_npm_tools() {
 		log "installing npm package(s) into $npmdir: ${todo[*]}"
 		# --ignore-scripts: nothing needs an install script (esbuild's only swaps its JS shim
 		# for the native binary, which we link to directly below).
-		as_root env -u NODE_EXTRA_CA_CERTS npm install --global --prefix "$npmdir" \
+		as_root npm install --global --prefix "$npmdir" \
 			--ignore-scripts --no-audit --no-fund --loglevel=error "${todo[@]}"
 	fi
 	# esbuild's native binary, at a fixed path (no node wrapper: ~5 ms instead of ~40).

@@ -140,6 +140,13 @@ func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Pa
 	if lr.exceeded {
 		return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
 	}
+	if lr.err != nil { // the client's body broke off or was malformed
+		var tooBig *http.MaxBytesError
+		if errors.As(lr.err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
+		}
+		return http.StatusBadRequest, fmt.Errorf("malformed multipart body: %v", lr.err)
+	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -170,11 +177,13 @@ func rawFilename(p *multipart.Part) (string, bool) {
 	return name, ok
 }
 
-// limitedReader fails once more than left bytes are read.
+// limitedReader fails once more than left bytes are read, and remembers
+// the reader's own errors (a broken request body, not a storage failure).
 type limitedReader struct {
 	r        io.Reader
 	left     int64
 	exceeded bool
+	err      error
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
@@ -186,6 +195,9 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 		p = p[:l.left+1]
 	}
 	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		l.err = err
+	}
 	l.left -= int64(n)
 	if l.left < 0 {
 		l.exceeded = true

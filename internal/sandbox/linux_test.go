@@ -364,22 +364,22 @@ while True:
 
 func TestCPULimit(t *testing.T) {
 	s := sb(t)
+	// Bounds are loose because the host may be loaded; what matters is that
+	// the kill came from the CPU limit (SIGXCPU, CPU time), not the wall time.
+	lim := Limits{CPUTime: time.Second, WallTime: 60 * time.Second}
 	start := time.Now()
-	r := run(t, s, Spec{Limits: Limits{CPUTime: time.Second, WallTime: 15 * time.Second}, Steps: sh("while :; do :; done")})
+	r := run(t, s, Spec{Limits: lim, Steps: sh("while :; do :; done")})
 	wantStatus(t, r, StatusTimeout)
-	if el := time.Since(start); el > 5*time.Second {
-		t.Fatalf("CPU spin ran %v", el)
+	if el := time.Since(start); el > 30*time.Second || r.Signal != "SIGXCPU" || r.CPUTime < 500*time.Millisecond {
+		t.Fatalf("after %v: %+v", el, r.Result)
 	}
-	if r.CPUTime < 900*time.Millisecond {
-		t.Fatalf("CPU time %v", r.CPUTime)
-	}
-	// Spread over processes (RLIMIT_CPU is per process): the cgroup still counts it.
-	start = time.Now()
-	r = run(t, s, Spec{Limits: Limits{CPUTime: time.Second, WallTime: 15 * time.Second},
-		Steps: sh("for i in 1 2 3 4; do (timeout 0.4 sh -c 'while :; do :; done'; true) ; done; for i in 1 2 3 4 5 6 7 8; do (timeout 0.4 sh -c 'while :; do :; done') & done; wait; sleep 5")})
+	// Spread over processes that each stay under RLIMIT_CPU (it is per
+	// process): 4 x 0.6 s of CPU. The cgroup's count stops it near 1 s.
+	spin := "while __import__('time').process_time() < 0.6: pass"
+	r = run(t, s, Spec{Limits: lim, Steps: sh("for i in 1 2 3 4; do /usr/bin/python3 -I -S -c \"" + spin + "\"; done; echo finished")})
 	wantStatus(t, r, StatusTimeout)
-	if el := time.Since(start); el > 5*time.Second {
-		t.Fatalf("multi-process CPU ran %v", el)
+	if r.CPUTime > 2*time.Second || strings.Contains(r.Stdout, "finished") {
+		t.Fatalf("multi-process CPU not stopped: %+v", r.Result)
 	}
 }
 
@@ -631,7 +631,7 @@ func benchRun(b *testing.B, argv ...string) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-bench", Slots: 1})
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-bench", Slots: 4})
 	if err != nil {
 		b.Fatal(err)
 	}

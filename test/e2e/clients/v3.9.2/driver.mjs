@@ -84,6 +84,7 @@ function newRun(files = []) {
   });
   let seq = 0;
   const history = [];
+  const artifacts = [];
   /** A model turn calling one tool; returns the ToolMessage. */
   async function call(name, args) {
     const id = `call_e2e_${++seq}_${Date.now().toString(36)}`;
@@ -93,13 +94,34 @@ function newRun(files = []) {
     const tm = msgs.find((m) => m?.tool_call_id === id);
     if (tm == null) throw new Error(`ToolNode returned no ToolMessage for ${id}: ${clip(JSON.stringify(out), 300)}`);
     history.push(ai, tm);
+    if (tm.status !== 'error' && tm.artifact != null) artifacts.push(tm.artifact);
     return {
       status: tm.status ?? 'success',
       content: contentText(tm.content),
       artifact: tm.artifact,
     };
   }
-  return { call, sessions };
+  return { call, sessions, artifacts };
+}
+
+/**
+ * LibreChat's processCodeOutput after every tool call: download each
+ * non-inherited artifacts.files[i] from /download/{artifact.session_id}/{id}.
+ */
+async function processCodeOutputs(artifacts) {
+  const out = [];
+  for (const a of artifacts) {
+    for (const f of a.files ?? []) {
+      if (f.inherited === true) continue;
+      try {
+        const got = await downloadCodeOutput(a.session_id, f.id);
+        out.push({ name: f.name, session_id: a.session_id, id: f.id, ok: true, len: got.length, size: f.size });
+      } catch (err) {
+        out.push({ name: f.name, session_id: a.session_id, id: f.id, ok: false, error: errorText(err) });
+      }
+    }
+  }
+  return out;
 }
 
 function summarize(r) {
@@ -274,6 +296,10 @@ const scenarios = {
         got_len: got.length, want_len: want.length, next: summarize(r2),
       };
     });
+    await rep.check('process_code_output_all_calls', async () => {
+      const downloads = await processCodeOutputs(run.artifacts);
+      return { ok: downloads.length > 0 && downloads.every((d) => d.ok && (d.size == null || d.size === d.len)), downloads };
+    });
   },
 
   async user_error() {
@@ -323,7 +349,11 @@ const scenarios = {
       const f = (r.artifact?.files ?? []).find((x) => x.name === 'out/table.csv');
       if (!okExec(r) || f == null) return { ok: false, ...summarize(r) };
       const r2 = await run.call('execute_code', { lang: 'py', code: 'print(open("/mnt/data/out/table.csv").read().strip().replace("\\n", "|"))' });
-      return { ok: okExec(r2) && r2.content.includes('x,y|1,2'), first: summarize(r), second: summarize(r2) };
+      const downloads = await processCodeOutputs([r.artifact, r2.artifact]);
+      return {
+        ok: okExec(r2) && r2.content.includes('x,y|1,2') && downloads.length > 0 && downloads.every((d) => d.ok),
+        first: summarize(r), second: summarize(r2), downloads,
+      };
     });
     await rep.check('args', async () => {
       const r = await run.call('execute_code', { lang: 'py', code: 'import sys\nprint("argv", sys.argv[1:])', args: ['a b', 'c'] });
@@ -350,7 +380,12 @@ const scenarios = {
         lang: 'py',
         code: 'import csv\nrows = list(csv.DictReader(open("/mnt/data/sales.csv")))\nprint("total", sum(int(r["amount"]) for r in rows))\n' + pyHashFile('/mnt/data/sales.csv'),
       });
-      return { ok: okExec(r) && r.content.includes('total 42') && r.content.includes(hashLine(s.bytes)), ...summarize(r) };
+      // Unchanged inputs must come back inherited (or not at all): LibreChat downloads every other entry.
+      const downloads = await processCodeOutputs([r.artifact ?? {}]);
+      return {
+        ok: okExec(r) && r.content.includes('total 42') && r.content.includes(hashLine(s.bytes)) && downloads.every((d) => d.ok),
+        downloads, ...summarize(r),
+      };
     });
   },
 
