@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -349,4 +351,33 @@ func TestManySmallExecutionsLeaveNothing(t *testing.T) {
 	if l := e.leftovers(); len(l) != 0 {
 		t.Fatalf("left behind: %v", l)
 	}
+}
+
+func TestReadyRunsACanary(t *testing.T) {
+	e := newEnv(t)
+	decode[map[string]string](t, e.do("GET", "/ready", nil, "X-API-Key", ""), 200)
+}
+
+// TestReadyFailsWhenTheSandboxIsBroken breaks the real sandbox (its run
+// directory becomes unusable): /health stays cheap and green, /ready must not.
+func TestReadyFailsWhenTheSandboxIsBroken(t *testing.T) {
+	e := newEnv(t)
+	s := e.srv.Config.Handler.(*Server)
+	s.ReadyTTL = time.Millisecond
+	decode[map[string]string](t, e.do("GET", "/ready", nil), 200)
+	entries, _ := os.ReadDir(e.runDir)
+	for _, d := range entries {
+		if d.IsDir() {
+			os.Chmod(filepath.Join(e.runDir, d.Name()), 0)
+			t.Cleanup(func() { os.Chmod(filepath.Join(e.runDir, d.Name()), 0o711) })
+		}
+	}
+	os.Chmod(e.runDir, 0)
+	t.Cleanup(func() { os.Chmod(e.runDir, 0o711) })
+	time.Sleep(5 * time.Millisecond)
+	got := decode[map[string]string](t, e.do("GET", "/ready", nil), 503)
+	if got["status"] != "unavailable" || got["error"] == "" {
+		t.Fatalf("%v", got)
+	}
+	decode[map[string]any](t, e.do("GET", "/health", nil), 200)
 }

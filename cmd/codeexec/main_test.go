@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+// TestMain builds the real binaries once: the server and the load generator
+// run as separate processes, as in production.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "codeexec-bin-")
+	if err != nil {
+		panic(err)
+	}
+	os.Chmod(dir, 0o755)
+	binDir = dir
+	for _, pkg := range []string{".", "../../bench/loadgen"} {
+		out := filepath.Join(dir, filepath.Base(filepath.Clean(pkg)))
+		if pkg == "." {
+			out = filepath.Join(dir, "codeexec")
+		}
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestServeHelpListsSettings(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"codeexec", "serve", "--help"}, func(string) string { return "" }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"CODEEXEC_API_KEY", "CODEEXEC_MAX_MEMORY_MB", "CODEEXEC_STORAGE_BACKEND", "CODEEXEC_MAX_QUEUE"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("help lacks %s", v)
+		}
+	}
+}
+
+func TestBadConfigurationIsRefused(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"CODEEXEC_MAX_MEMORY_MB": "lots"},
+		{"CODEEXEC_STORAGE_BACKEND": "ftp"},
+		{"CODEEXEC_STORAGE_BACKEND": "s3"},
+		{"CODEEXEC_AUTH": "maybe"},
+		{"CODEEXEC_RATE_LIMIT_EXEC": "fast"},
+	} {
+		err := run(context.Background(), []string{"codeexec", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "CODEEXEC_") {
+			t.Errorf("%v: err %v", env, err)
+		}
+	}
+	if err := run(context.Background(), []string{"codeexec", "frobnicate"}, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
+		t.Error("unknown command accepted")
+	}
+}
+
+// server is a codeexec process.
+type server struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	url    string
+	key    string
+	runDir string
+	stderr *bytes.Buffer
+	mu     *sync.Mutex
+	done   chan error
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, p, _ := net.SplitHostPort(l.Addr().String())
+	return p
+}
+
+type lockedBuffer struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func startServer(t *testing.T, env ...string) *server {
+	t.Helper()
+	runDir, _ := os.MkdirTemp("", "codeexec-run-")
+	os.Chmod(runDir, 0o711)
+	port := freePort(t)
+	s := &server{t: t, url: "http://127.0.0.1:" + port, key: "k-" + port, runDir: runDir, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	s.cmd = exec.Command(filepath.Join(binDir, "codeexec"), "serve")
+	s.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=" + port, "CODEEXEC_API_KEY=" + s.key,
+		"CODEEXEC_STORAGE_DIR=" + t.TempDir(), "CODEEXEC_RUN_DIR=" + runDir}, env...)
+	s.cmd.Stderr = lockedBuffer{s.mu, s.stderr}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.done
+		os.RemoveAll(runDir)
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.log())
+		}
+	})
+	for i := 0; ; i++ {
+		resp, err := http.Get(s.url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if i > 200 {
+			t.Fatalf("server did not come up: %v\n%s", err, s.log())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return s
+}
+
+func (s *server) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stderr.String()
+}
+
+func (s *server) request(method, path, body string) (int, []byte) {
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("X-API-Key", s.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// metric reads one sample's value from /metrics.
+func (s *server) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	code, b := s.request("GET", "/metrics", "")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, b)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.LastIndexByte(line, ' '); i > 0 && line[:i] == name {
+			v, _ := strconv.ParseFloat(line[i+1:], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// leftovers lists mounts and sandbox processes of this server.
+func (s *server) leftovers(health map[string]any) []string {
+	var out []string
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if strings.Contains(l, s.runDir) {
+			out = append(out, "mount: "+l)
+		}
+	}
+	iso := health["isolation"].(map[string]any)
+	var lo, span uint64
+	fmt.Sscanf(iso["uid_map"].(string), "inside 0-65535 -> host %d + slot*%d", &lo, &span)
+	hi := lo + span*uint64(iso["slots"].(float64))
+	statuses, _ := filepath.Glob("/proc/[0-9]*/status")
+	uidLine := regexp.MustCompile(`(?m)^Uid:\s+(\d+)`)
+	for _, st := range statuses {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		if m := uidLine.FindSubmatch(b); m != nil {
+			if uid, _ := strconv.ParseUint(string(m[1]), 10, 32); uid >= lo && uid < hi {
+				out = append(out, "process: "+st)
+			}
+		}
+	}
+	return out
+}
+
+func (s *server) health(t *testing.T) map[string]any {
+	code, b := s.request("GET", "/health", "")
+	var h map[string]any
+	if code != 200 || json.Unmarshal(b, &h) != nil {
+		t.Fatalf("health: %d %s", code, b)
+	}
+	return h
+}
+
+type loadSummary struct {
+	Requests      int            `json:"requests"`
+	Status        map[string]int `json:"status"`
+	Bad429        int            `json:"bad_429"`
+	LostFiles     int            `json:"lost_files"`
+	WrongOutput   int            `json:"wrong_output"`
+	TransportErrs int            `json:"transport_errors"`
+	P50MS         float64        `json:"p50_ms"`
+	PerSecond     float64        `json:"per_second"`
+}
+
+// TestLoadGetsOnlyOKAndWellFormed429 sends 200 concurrent clients at a
+// server that runs 2 executions at once and queues 8.
+func TestLoadGetsOnlyOKAndWellFormed429(t *testing.T) {
+	s := startServer(t, "CODEEXEC_MAX_CONCURRENCY=2", "CODEEXEC_MAX_QUEUE=8", "CODEEXEC_QUEUE_TIMEOUT_SECONDS=2")
+	cmd := exec.Command(filepath.Join(binDir, "loadgen"), "-url", s.url, "-key", s.key, "-c", "200", "-n", "600", "-duration", "3m")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("loadgen: %v", err)
+	}
+	var sum loadSummary
+	if err := json.Unmarshal(out, &sum); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	t.Logf("load: %s", out)
+	ok, busy := sum.Status["200"], sum.Status["429"]
+	if ok+busy != 600 || ok == 0 || busy == 0 || sum.Bad429 != 0 || sum.LostFiles != 0 || sum.WrongOutput != 0 || sum.TransportErrs != 0 {
+		t.Fatalf("want only 200s and well-formed 429s, no lost files: %+v", sum)
+	}
+	if got := s.metric(t, `codeexec_rejected_total{reason="queue_full"}`); int(got) != busy {
+		t.Errorf("metrics count %v rejections, clients saw %d", got, busy)
+	}
+	if got := s.metric(t, `codeexec_execution_duration_seconds_count{language="py",status="ok"}`); int(got) != ok {
+		t.Errorf("metrics count %v executions, clients saw %d", got, ok)
+	}
+	if got := s.metric(t, `codeexec_http_requests_total{code="429",route="POST /exec"}`); int(got) != busy {
+		t.Errorf("request metrics count %v 429s, clients saw %d", got, busy)
+	}
+	if s.metric(t, "codeexec_stored_bytes_total") < float64(ok) {
+		t.Error("stored bytes not counted")
+	}
+	t.Logf("429 rate: %.1f%%", 100*float64(busy)/600)
+	if l := s.leftovers(s.health(t)); len(l) > 0 {
+		t.Fatalf("left behind: %v", l)
+	}
+}
+
+// TestSIGTERMDrains stops the server while executions run: they finish, new
+// requests get a JSON 503, the process exits 0 and leaves nothing behind.
+func TestSIGTERMDrains(t *testing.T) {
+	s := startServer(t, "CODEEXEC_MAX_CONCURRENCY=2", "CODEEXEC_SHUTDOWN_GRACE_SECONDS=20")
+	health := s.health(t)
+	type res struct {
+		code int
+		body []byte
+	}
+	results := make(chan res, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			c, b := s.request("POST", "/exec", `{"lang":"bash","code":"sleep 1.5; echo done"}`)
+			results <- res{c, b}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(100 * time.Millisecond)
+	code, b := s.request("POST", "/exec", `{"lang":"py","code":"print(1)"}`)
+	if code != 0 && (code != 503 || !bytes.Contains(b, []byte(`"error"`))) {
+		t.Errorf("request during drain: %d %s", code, b)
+	}
+	for i := 0; i < 3; i++ {
+		r := <-results
+		if r.code != 200 || !bytes.Contains(r.body, []byte(`"stdout":"done\n"`)) {
+			t.Errorf("in-flight execution: %d %s", r.code, r.body)
+		}
+	}
+	select {
+	case err := <-s.done:
+		s.done <- err
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit")
+	}
+	if l := s.leftovers(health); len(l) > 0 {
+		t.Fatalf("left behind: %v", l)
+	}
+}
+
+// TestSIGTERMKillsAfterGrace: an execution longer than the grace period is
+// killed and reported; the process still exits 0 and cleans up.
+func TestSIGTERMKillsAfterGrace(t *testing.T) {
+	s := startServer(t, "CODEEXEC_SHUTDOWN_GRACE_SECONDS=1")
+	health := s.health(t)
+	got := make(chan []byte, 1)
+	go func() {
+		_, b := s.request("POST", "/exec", `{"lang":"bash","code":"sleep 60"}`)
+		got <- b
+	}()
+	time.Sleep(400 * time.Millisecond)
+	start := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		s.done <- err
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("exit took %v with a 1 s grace", d)
+	}
+	if b := <-got; !bytes.Contains(b, []byte(`"status":"killed"`)) && len(b) > 0 && !bytes.Contains(b, []byte("EOF")) {
+		t.Errorf("killed execution answered %s", b)
+	}
+	if l := s.leftovers(health); len(l) > 0 {
+		t.Fatalf("left behind: %v", l)
+	}
+}
