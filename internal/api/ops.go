@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -152,4 +153,13 @@ func (s *Server) canary(ctx context.Context) error {
 		return fmt.Errorf("execution: status %s, stdout %q, stderr %q", res.Status, truncateString(res.Stdout, 100), truncateString(res.Stderr, 200))
 	}
 	return nil
+}
+
+//go:embed openapi.json
+var openAPI []byte
+
+// handleOpenAPI serves the OpenAPI 3 document of both APIs.
+func handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPI)
 }

@@ -7,6 +7,7 @@ import "net/http"
 func (s *Server) routes() {
 	s.handle("GET /health", http.HandlerFunc(s.handleHealth))
 	s.handle("GET /ready", http.HandlerFunc(s.handleReady))
+	s.handle("GET /openapi.json", http.HandlerFunc(handleOpenAPI))
 	if s.Metrics != nil && s.MetricsRoute {
 		s.handle("GET /metrics", s.authed(func(w http.ResponseWriter, r *http.Request) { s.Metrics.Handler().ServeHTTP(w, r) }))
 	}

@@ -65,6 +65,7 @@ type Server struct {
 	Deps
 	mux      *http.ServeMux
 	handler  http.Handler
+	patterns []string // every registered route, for the OpenAPI check
 	draining atomic.Bool
 
 	readyMu  sync.Mutex
@@ -107,6 +108,7 @@ const routeKey ctxKey = 100
 
 // handle registers h for pattern, recording the pattern for logs and metrics.
 func (s *Server) handle(pattern string, h http.Handler) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rh, ok := r.Context().Value(routeKey).(*routeHolder); ok {
 			rh.pattern = pattern
