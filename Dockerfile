@@ -5,9 +5,9 @@
 #   docker build -t codeexec .
 #   docker run --rm -p 8080:8080 -e CODEEXEC_API_KEY=... \
 #     --cap-drop ALL --cap-add SYS_ADMIN --cap-add SETUID --cap-add SETGID \
-#     --cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER --cap-add KILL \
+#     --cap-add CHOWN --cap-add DAC_OVERRIDE \
 #     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-#     --security-opt systempaths=unconfined -v /sys/fs/cgroup:/sys/fs/cgroup:rw codeexec
+#     --security-opt systempaths=unconfined codeexec
 #
 # The sandbox needs those privileges to build its own namespaces and cgroups inside the
 # container; docs/integration.md ("Privileges") says why each one is there.
@@ -58,6 +58,7 @@ RUN go build -trimpath -ldflags='-s -w' -o /out/codeexec ./cmd/codeexec \
 
 FROM deps AS runtime
 COPY --from=build /out/codeexec /usr/local/bin/codeexec
+COPY infra/codeexec/entrypoint.sh /usr/local/bin/codeexec-entrypoint
 # Defaults the Compose snippet and the Helm chart also use. The port is left unset so that
 # PORT (Cloud Run) works: the server listens on CODEEXEC_PORT, else PORT, else 8080.
 ENV CODEEXEC_STORAGE_DIR=/tmp/codeexec \
@@ -74,5 +75,7 @@ USER 0:0
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS -o /dev/null "http://127.0.0.1:${CODEEXEC_PORT:-${PORT:-8080}}/health" || exit 1
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/local/bin/codeexec"]
+# The entrypoint makes the container's own cgroup writable for the sandbox's per-run
+# cgroups (v1 and v2), then execs `codeexec serve`.
+ENTRYPOINT ["/usr/local/bin/codeexec-entrypoint"]
 CMD ["serve"]

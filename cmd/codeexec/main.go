@@ -22,6 +22,7 @@ import (
 	"github.com/codeexec/codeexec/internal/api"
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/config"
+	"github.com/codeexec/codeexec/internal/doctor"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/metrics"
@@ -43,6 +44,7 @@ const usage = `codeexec: a sandboxed code-execution service for LibreChat
 
 Usage:
   codeexec serve     run the HTTP server (settings from CODEEXEC_* variables)
+  codeexec doctor    check that this host can run the sandbox, and how to fix it
   codeexec help      this text; "codeexec serve --help" lists the settings
 `
 
@@ -64,6 +66,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("serve: unexpected argument %q (settings are environment variables; see serve --help)", args[2])
 		}
 		return serve(ctx, getenv, stdout, stderr)
+	case "doctor":
+		cfg, err := config.Load(getenv)
+		if err != nil {
+			return err
+		}
+		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS})) {
+			return errors.New("doctor: a required layer is missing")
+		}
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -122,7 +133,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		RunDir: cfg.RunDir, Slots: cfg.MaxConcurrency + 1, RootFS: cfg.RootFS, Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("sandbox: %w", err)
+		return fmt.Errorf("sandbox: %w (run `codeexec doctor` to see what this host lacks)", err)
 	}
 	defer box.Close()
 

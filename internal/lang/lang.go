@@ -16,8 +16,9 @@ const (
 )
 
 // Language is one entry of the table. Argv templates may use {src} (the
-// source file's path), {dir} (CodeDir), {bin} (BuildDir + "/main") and
-// {class} (see SourceName); Args of the request are appended to Run.
+// source file's path), {dir} (CodeDir), {build} (BuildDir), {bin}
+// (BuildDir + "/main") and {class} (see Class); Args of the request are
+// appended to Run. Compile steps create BuildDir themselves when they need it.
 type Language struct {
 	ID       string   // canonical id, as LibreChat sends it ("py")
 	Aliases  []string // other accepted ids ("python")
@@ -34,7 +35,22 @@ type Language struct {
 	// SourceName, if set, derives the source file name from the code
 	// (Java's public class name must match its file).
 	SourceName func(code string) string
+	// Class, if set, derives {class} from the code (Java's fully qualified
+	// main class); otherwise {class} is the source file name without its
+	// extension.
+	Class func(code string) string
 }
+
+// Dirs places the directories that argv templates refer to. The sandbox
+// uses SandboxDirs; tests that run the templates outside a sandbox use
+// directories of their own.
+type Dirs struct {
+	Code  string // {dir}, the directory of {src}
+	Build string // {build}; {bin} is Build + "/main"
+}
+
+// SandboxDirs are the directories inside the sandbox.
+var SandboxDirs = Dirs{Code: CodeDir, Build: BuildDir}
 
 // DefaultCompileTimeout bounds compile steps that do not set their own.
 const DefaultCompileTimeout = 30 * time.Second
@@ -60,21 +76,38 @@ var index = func() map[string]*Language {
 }()
 
 // SourcePath is where the code is written for this language and code.
-func (l *Language) SourcePath(code string) string {
+func (l *Language) SourcePath(code string) string { return l.SourcePathIn(SandboxDirs, code) }
+
+// SourcePathIn is SourcePath with the directories d.
+func (l *Language) SourcePathIn(d Dirs, code string) string {
 	name := l.Source
 	if l.SourceName != nil {
 		if n := l.SourceName(code); n != "" {
 			name = n
 		}
 	}
-	return CodeDir + "/" + name
+	return d.Code + "/" + name
 }
 
 // Expand fills an argv template.
 func (l *Language) Expand(tmpl []string, code string) []string {
-	src := l.SourcePath(code)
-	class := strings.TrimSuffix(src[strings.LastIndex(src, "/")+1:], ".java")
-	r := strings.NewReplacer("{src}", src, "{dir}", CodeDir, "{bin}", BuildDir+"/main", "{class}", class)
+	return l.ExpandIn(SandboxDirs, tmpl, code)
+}
+
+// ExpandIn fills an argv template with the directories d.
+func (l *Language) ExpandIn(d Dirs, tmpl []string, code string) []string {
+	src := l.SourcePathIn(d, code)
+	class := src[strings.LastIndex(src, "/")+1:]
+	if i := strings.LastIndex(class, "."); i > 0 {
+		class = class[:i]
+	}
+	if l.Class != nil {
+		if c := l.Class(code); c != "" {
+			class = c
+		}
+	}
+	r := strings.NewReplacer("{src}", src, "{dir}", d.Code, "{build}", d.Build,
+		"{bin}", d.Build+"/main", "{class}", class)
 	out := make([]string, len(tmpl))
 	for i, a := range tmpl {
 		out[i] = r.Replace(a)

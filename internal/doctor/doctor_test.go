@@ -1,0 +1,46 @@
+package doctor
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/codeexec/codeexec/internal/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	sandbox.MaybeInit()
+	os.Exit(m.Run())
+}
+
+// TestThisHost: the machine the suite runs on can run the sandbox, and the
+// report says so layer by layer.
+func TestThisHost(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "codeexec-doctor-")
+	os.Chmod(dir, 0o711)
+	defer os.RemoveAll(dir)
+	cs := Run(context.Background(), Options{RunDir: dir})
+	var out strings.Builder
+	if !Print(&out, cs) {
+		t.Fatalf("doctor says this host cannot run the sandbox:\n%s", out.String())
+	}
+	for _, want := range []string{"namespaces", "cgroups", "seccomp", "sandbox run", "lang py"} {
+		if !strings.Contains(out.String(), "[ok  ] "+want) {
+			t.Errorf("no passing %q check in:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), "ran as uid 1000 CapEff: 0000000000000000 NoNewPrivs: 1 Seccomp: 2") {
+		t.Errorf("end-to-end check did not see the sandboxed identity:\n%s", out.String())
+	}
+}
+
+func TestPrintFailsOnMissingRequiredLayer(t *testing.T) {
+	var out strings.Builder
+	if Print(&out, []Check{{Name: "cgroups", Required: true, Detail: "none", Fix: "mount them"}, {Name: "overlay", Detail: "no"}}) {
+		t.Fatal("a missing required layer passed")
+	}
+	if !strings.Contains(out.String(), "fix: mount them") || !strings.Contains(out.String(), "--cap-add SYS_ADMIN") {
+		t.Fatalf("report lacks the fixes:\n%s", out.String())
+	}
+}
