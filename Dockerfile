@@ -39,7 +39,10 @@ ARG CODEEXEC_GO_VERSION=
 ARG CODEEXEC_GO_SHA256=
 COPY --from=gomod /src/go.mod /src/go.mod
 COPY scripts/install-deps.sh scripts/packages.txt scripts/npm-packages.txt /src/scripts/
-RUN bash /src/scripts/install-deps.sh \
+# mkdir: the slim image has no man directories, and openjdk's postinst needs man1 for
+# its update-alternatives links.
+RUN mkdir -p /usr/share/man/man1 \
+ && bash /src/scripts/install-deps.sh \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache /tmp/* /var/tmp/* \
  && go version && node --version && python3 --version

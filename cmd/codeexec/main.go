@@ -28,6 +28,7 @@ import (
 	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
+	"github.com/codeexec/codeexec/internal/tracing"
 )
 
 func main() {
@@ -98,6 +99,15 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	shutdownTracing, err := tracing.Setup(ctx, getenv, "codeexec")
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shutdownTracing(fctx)
+	}()
 
 	if len(cfg.APIKeys) == 0 && !cfg.AuthNone && cfg.JWTPublicKey == "" && cfg.JWTSecret == "" {
 		var b [24]byte

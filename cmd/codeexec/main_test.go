@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 var binDir string
@@ -343,5 +347,45 @@ func TestSIGTERMKillsAfterGrace(t *testing.T) {
 	}
 	if l := s.leftovers(health); len(l) > 0 {
 		t.Fatalf("left behind: %v", l)
+	}
+}
+
+// TestTracesExported points the server at an OTLP/HTTP receiver of the
+// test's own and checks an /exec produces the documented spans.
+func TestTracesExported(t *testing.T) {
+	var mu sync.Mutex
+	names := map[string]bool{}
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltrace.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad", 400)
+			return
+		}
+		mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					names[sp.Name] = true
+				}
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer recv.Close()
+	s := startServer(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+recv.URL, "OTEL_BSP_SCHEDULE_DELAY=50")
+	if code, b := s.request("POST", "/exec", `{"lang":"py","code":"open('a.txt','w').write('x')"}`); code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM) // flushes the exporter
+	<-s.done
+	s.done <- nil
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{"POST /exec", "auth", "queue", "stage", "sandbox.run", "collect"} {
+		if !names[want] {
+			t.Errorf("no %q span; got %v", want, names)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/storage"
+	"github.com/codeexec/codeexec/internal/tracing"
 )
 
 // callerKey identifies the caller for rate limits: the JWT subject, else
@@ -72,7 +73,9 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), 
 	if s.Admission == nil {
 		return func() {}, true
 	}
+	_, span := tracing.Tracer().Start(r.Context(), "queue")
 	release, waited, err := s.Admission.Acquire(r.Context())
+	span.End()
 	if s.Metrics != nil && err == nil {
 		s.Metrics.QueueWait.Observe(waited.Seconds())
 	}

@@ -24,6 +24,11 @@ import (
 	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
+	"github.com/codeexec/codeexec/internal/tracing"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Limits of the transport itself.
@@ -129,7 +134,10 @@ func principalOf(r *http.Request) auth.Principal {
 // authed wraps a handler with authentication.
 func (s *Server) authed(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, span := tracing.Tracer().Start(r.Context(), "auth")
 		p, err := s.Auth.Authenticate(r)
+		span.SetAttributes(attribute.String("method", p.Method), attribute.Bool("ok", err == nil))
+		span.End()
 		if rh, ok := r.Context().Value(routeKey).(*routeHolder); ok {
 			rh.auth = p.Method
 		}
@@ -173,7 +181,10 @@ func (s *Server) normalize(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", id)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		rh := &routeHolder{pattern: "unmatched"}
-		r = r.WithContext(context.WithValue(r.Context(), routeKey, rh))
+		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := tracing.Tracer().Start(ctx, r.Method+" "+p, trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+		r = r.WithContext(context.WithValue(ctx, routeKey, rh))
 		if s.draining.Load() && p != "/health" {
 			w.Header().Set("Connection", "close")
 			writeError(rec, http.StatusServiceUnavailable, "Service is shutting down")
@@ -183,6 +194,8 @@ func (s *Server) normalize(next http.Handler) http.Handler {
 		if s.Metrics != nil {
 			s.Metrics.Requests.WithLabelValues(rh.pattern, fmt.Sprint(rec.status)).Inc()
 		}
+		span.SetName(rh.pattern)
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.status), attribute.String("request.id", id))
 		s.Log.Info("request", "id", id, "method", r.Method, "route", rh.pattern, "status", rec.status,
 			"ms", time.Since(start).Milliseconds(), "auth", rh.auth)
 	})

@@ -17,6 +17,9 @@ import (
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
+	"github.com/codeexec/codeexec/internal/tracing"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Errors the API maps to client errors (4xx). Wrapped with details.
@@ -204,7 +207,9 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 			e.log.Error("releasing working directory", "err", err)
 		}
 	}()
-	staged, err := e.stage(ctx, dir, inputs)
+	sctx, span := tracing.Tracer().Start(ctx, "stage", trace.WithAttributes(attribute.Int("files", len(inputs))))
+	staged, err := e.stage(sctx, dir, inputs)
+	span.End()
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +217,10 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 	spec := e.spec(req, dir)
 	var stdout, stderr bytes.Buffer
 	spec.Stdout, spec.Stderr = &stdout, &stderr
-	run, err := e.box.Run(ctx, spec)
+	rctx, span := tracing.Tracer().Start(ctx, "sandbox.run", trace.WithAttributes(attribute.String("language", req.Lang.ID)))
+	run, err := e.box.Run(rctx, spec)
+	span.SetAttributes(attribute.String("status", string(run.Status)), attribute.Int("exit_code", run.ExitCode))
+	span.End()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -234,7 +242,11 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 		Version:    e.Version(req.Lang),
 	}
 	res.Stderr += statusNote(run, req)
-	if err := e.collect(ctx, dir, session, req.Owner, staged, res); err != nil {
+	cctx, span := tracing.Tracer().Start(ctx, "collect")
+	err = e.collect(cctx, dir, session, req.Owner, staged, res)
+	span.SetAttributes(attribute.Int("files", len(res.Files)))
+	span.End()
+	if err != nil {
 		return nil, err
 	}
 	if req.Persist {

@@ -154,8 +154,9 @@ var table = []*Language{
 		// skip DWARF (panics still show file:line).
 		ID: "go", Aliases: []string{"golang"}, Name: "Go",
 		Source: "main.go",
-		Compile: inBuild(goDir+"/compile", "-p", "main", "-complete", "-nolocalimports", "-pack",
-			"-importcfg", goDir+"/importcfg", "-o", "{build}/main.a", "{src}"),
+		Compile: []string{"/bin/sh", "-c", "mkdir -p {build} && " +
+			goDir + "/compile -p main -complete -nolocalimports -pack -importcfg " + goDir + "/importcfg -o {build}/main.a {src} && " +
+			"exec " + goDir + "/link -s -w -importcfg " + goDir + "/importcfg -o {bin} {build}/main.a"},
 		Run:      []string{"{bin}"},
 		Version:  []string{"/usr/local/go/bin/go", "version"},
 		Requires: []string{"/usr/local/go/bin/go", goDir + "/compile", goDir + "/link", goDir + "/importcfg"},
