@@ -70,7 +70,7 @@ var table = []*Language{
 		ID: "js", Aliases: []string{"javascript", "node", "nodejs"}, Name: "JavaScript",
 		Source:   "main.js",
 		Run:      []string{"/usr/bin/node", "{src}"},
-		Version:  []string{"/usr/bin/node", "--version"},
+		Version:  []string{"/bin/sh", "-c", `echo "Node.js $(/usr/bin/node --version)"`},
 		Requires: []string{"/usr/bin/node"},
 		Packages: []string{"nodejs"},
 	},
@@ -154,7 +154,8 @@ var table = []*Language{
 		// skip DWARF (panics still show file:line).
 		ID: "go", Aliases: []string{"golang"}, Name: "Go",
 		Source: "main.go",
-		Compile: []string{"/bin/sh", "-c", "mkdir -p {build} && " +
+		// The compiler reports errors on stdout; they belong in stderr.
+		Compile: []string{"/bin/sh", "-c", "exec >&2 && mkdir -p {build} && " +
 			goDir + "/compile -p main -complete -nolocalimports -pack -importcfg " + goDir + "/importcfg -o {build}/main.a {src} && " +
 			"exec " + goDir + "/link -s -w -importcfg " + goDir + "/importcfg -o {bin} {build}/main.a"},
 		Run:      []string{"{bin}"},

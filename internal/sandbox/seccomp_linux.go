@@ -47,12 +47,33 @@ var allowedPersonalities = []uint64{0x0, 0x8, 0x20000, 0x20008, 0xffffffff}
 // loadSeccomp installs the filter on every thread of the calling process
 // (TSYNC) and sets no_new_privs; children inherit both.
 func loadSeccomp(network bool) error {
-	eperm := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
-	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	f, err := newSeccompFilter(network)
 	if err != nil {
 		return err
 	}
 	defer f.Release()
+	if err := f.Load(); err != nil {
+		return err
+	}
+	return loadPersonalityFilter()
+}
+
+// newSeccompFilter builds (but does not load) the deny-list filter; the
+// warm pool exports the same program as BPF for its forked children.
+func newSeccompFilter(network bool) (*seccomp.ScmpFilter, error) {
+	f, err := seccomp.NewFilter(seccomp.ActAllow)
+	if err != nil {
+		return nil, err
+	}
+	if err := addSeccompRules(f, network); err != nil {
+		f.Release()
+		return nil, err
+	}
+	return f, nil
+}
+
+func addSeccompRules(f *seccomp.ScmpFilter, network bool) error {
+	eperm := seccomp.ActErrno.SetReturnCode(int16(unix.EPERM))
 	if err := f.SetNoNewPrivsBit(true); err != nil {
 		return err
 	}
@@ -104,16 +125,30 @@ func loadSeccomp(network bool) error {
 			}
 		}
 	}
-	if err := f.Load(); err != nil {
-		return err
-	}
-	return loadPersonalityFilter()
+	return nil
 }
 
 // loadPersonalityFilter adds a second, hand-written filter: personality(2)
 // only with an allowed argument. libseccomp cannot express "not any of
 // these values" (it refuses two checks on one argument).
 func loadPersonalityFilter() error {
+	prog := personalityProg()
+	if prog == nil {
+		return nil // other architectures: personality stays unfiltered
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(prog)
+	if errno != 0 {
+		return fmt.Errorf("personality filter: %w", errno)
+	}
+	return nil
+}
+
+// personalityProg is the personality(2) filter program, nil on
+// architectures it does not cover.
+func personalityProg() []unix.SockFilter {
 	var arch uint32
 	switch runtime.GOARCH {
 	case "amd64":
@@ -121,7 +156,7 @@ func loadPersonalityFilter() error {
 	case "arm64":
 		arch = unix.AUDIT_ARCH_AARCH64
 	default:
-		return nil // other architectures: personality stays unfiltered
+		return nil
 	}
 	const (
 		ld  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
@@ -143,12 +178,5 @@ func loadPersonalityFilter() error {
 	prog = append(prog,
 		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
 		unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ALLOW})
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
-		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
-	runtime.KeepAlive(prog)
-	if errno != 0 {
-		return fmt.Errorf("personality filter: %w", errno)
-	}
-	return nil
+	return prog
 }
