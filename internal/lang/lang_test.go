@@ -162,7 +162,7 @@ var samples = map[string]sample{
 // Further programs that exercise what users of a language run into.
 var extras = []struct {
 	lang, name, code, want string
-	files              []string // must exist in the working directory afterwards
+	files                  []string // must exist in the working directory afterwards
 }{
 	{"py", "data-stack", `import numpy, pandas, scipy, matplotlib, seaborn, sklearn, statsmodels.api, sympy, networkx
 import PIL, openpyxl, xlrd, docx, reportlab, pypdf, bs4, lxml, tabulate, xlsxwriter

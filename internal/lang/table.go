@@ -136,11 +136,13 @@ var table = []*Language{
 		Packages: []string{"php-cli"},
 	},
 	{
-		// Debian's rustc 1.63, edition 2021, unoptimised: -O costs ~+50 %
-		// compile time for hello world and far more for real programs.
+		// Debian's rustc 1.63, edition 2021, unoptimised (-O costs ~+40 % for
+		// hello world and far more for real programs), linked against the
+		// shared libstd in /usr/lib/<triplet> (half the compile time of a
+		// static link: 200 against 410 ms).
 		ID: "rs", Aliases: []string{"rust"}, Name: "Rust",
 		Source:   "main.rs",
-		Compile:  inBuild("/usr/bin/rustc", "--edition=2021", "-C", "linker=/usr/bin/gcc", "-o", "{bin}", "{src}"),
+		Compile:  inBuild("/usr/bin/rustc", "--edition=2021", "-C", "prefer-dynamic", "-C", "linker=/usr/bin/gcc", "-o", "{bin}", "{src}"),
 		Run:      []string{"{bin}"},
 		Version:  []string{"/usr/bin/rustc", "--version"},
 		Requires: []string{"/usr/bin/rustc"},

@@ -43,6 +43,7 @@ type initConfig struct {
 	FileBytes int64
 	CPUTime   time.Duration // RLIMIT_CPU of the last step
 	Network   bool
+	Template  bool // a warm pool's template: see runTemplate
 }
 
 type initStep struct {
@@ -71,7 +72,7 @@ var etcAllowlist = []string{
 	"R", "php", "python3", "python3.*", "java-*", "perl", "ImageMagick-*",
 	"mime.types", "magic", "magic.mime", "matplotlibrc", "localtime", "timezone",
 	"nsswitch.conf", "host.conf", "gai.conf", "protocols", "services",
-	"os-release", "debian_version", "environment",
+	"os-release", "debian_version", "environment", "ldc2.conf",
 }
 
 // rootDirs are the top-level entries of the root taken from the base tree:
@@ -133,6 +134,9 @@ func runInit() int {
 	}
 	if err := writeFiles(cfg.Files); err != nil {
 		return fatal(err)
+	}
+	if cfg.Template {
+		return runTemplate(cfg, rep)
 	}
 	stdins := make([]int, len(cfg.Steps))
 	for i, st := range cfg.Steps {

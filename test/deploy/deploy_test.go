@@ -244,3 +244,5 @@ func equalSets(a, b []string) bool {
 	}
 	return true
 }
+
+var execLook = exec.LookPath
