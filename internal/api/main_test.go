@@ -123,21 +123,8 @@ func decode[T any](t *testing.T, resp *http.Response, status int) T {
 	return v
 }
 
-type execResult struct {
-	SessionID          string         `json:"session_id"`
-	Stdout             string         `json:"stdout"`
-	Stderr             string         `json:"stderr"`
-	Files              []fileOut      `json:"files"`
-	DeletedFiles       []string       `json:"deleted_files"`
-	ArtifactTruncation *truncationOut `json:"artifact_truncation"`
-	ExitCode           int            `json:"exit_code"`
-	Status             string         `json:"status"`
-	WallTimeMS         int64          `json:"wall_time_ms"`
-	CPUTimeMS          int64          `json:"cpu_time_ms"`
-	MemoryPeakBytes    int64          `json:"memory_peak_bytes"`
-	Language           string         `json:"language"`
-	Version            string         `json:"version"`
-}
+// execResult is an /exec answer as the server encodes it.
+type execResult = execResponse
 
 // exec runs a body (a map or a raw JSON string) and expects 200.
 func (e *env) exec(body any) execResult {

@@ -25,7 +25,6 @@ type Config struct {
 	JWTAudience   string
 	JWTIssuer     string
 	GeneratedKey  bool // the key was generated at start (none configured)
-	AllowDegraded bool
 
 	// Limits.
 	MaxMemoryMB         int64
@@ -129,7 +128,6 @@ var settings = []setting{
 	{name: "CODEEXEC_GCS_BUCKET", def: "", help: "bucket of the gcs backend (Application Default Credentials)"},
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
 	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native"},
-	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even when an isolation layer is missing"},
 	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
 	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
 	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
@@ -213,7 +211,6 @@ func Load(getenv func(string) string) (*Config, error) {
 	num("CODEEXEC_MAX_UPLOAD_MB", &c.MaxUploadMB, 1)
 	small("CODEEXEC_MAX_INPUT_FILES", &c.MaxInputFiles, 1)
 	boolean("CODEEXEC_DISABLE_NETWORK", &c.DisableNetwork)
-	boolean("CODEEXEC_SANDBOX_ALLOW_DEGRADED", &c.AllowDegraded)
 	if v["CODEEXEC_MAX_CONCURRENCY"] == "" {
 		c.MaxConcurrency = runtime.NumCPU()
 	} else {

@@ -34,6 +34,8 @@ type LinuxConfig struct {
 	CgroupParent string
 	// CPUs is the CPU bandwidth of one run, in CPUs (default 1).
 	CPUs float64
+	// Warm configures the warm Python pool; its slots come on top of Slots.
+	Warm WarmConfig
 }
 
 // MaxSlots is the largest LinuxConfig.Slots; it also spaces the uid ranges
