@@ -18,13 +18,13 @@ type Config struct {
 	Port string
 
 	// Auth.
-	APIKeys       []string // accepted as X-API-Key, Bearer or Basic
-	AuthNone      bool     // CODEEXEC_AUTH=none: no credentials required
-	JWTPublicKey  string   // PEM (EdDSA or RSA) for LibreChat-minted JWTs
-	JWTSecret     string   // HS256 secret for JWTs
-	JWTAudience   string
-	JWTIssuer     string
-	GeneratedKey  bool // the key was generated at start (none configured)
+	APIKeys      []string // accepted as X-API-Key, Bearer or Basic
+	AuthNone     bool     // CODEEXEC_AUTH=none: no credentials required
+	JWTPublicKey string   // PEM (EdDSA or RSA) for LibreChat-minted JWTs
+	JWTSecret    string   // HS256 secret for JWTs
+	JWTAudience  string
+	JWTIssuer    string
+	GeneratedKey bool // the key was generated at start (none configured)
 
 	// Limits.
 	MaxMemoryMB         int64
