@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/api"
 	"github.com/codeexec/codeexec/internal/auth"
@@ -26,6 +28,7 @@ import (
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/metrics"
+	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
 	"github.com/codeexec/codeexec/internal/tracing"
@@ -138,10 +141,15 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	defer store.Close()
 
-	box, err := sandbox.NewLinux(sandbox.LinuxConfig{
-		// One slot more than admitted executions: the readiness canary's.
-		RunDir: cfg.RunDir, Slots: cfg.MaxConcurrency + 1, RootFS: cfg.RootFS, Logger: log,
-	})
+	lc := sandbox.LinuxConfig{
+		// Beside the admitted executions: the readiness canary and every
+		// live stateful session hold a slot of their own.
+		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, sandbox.MaxSlots), RootFS: cfg.RootFS, Logger: log,
+	}
+	if cfg.Sandbox != "gvisor" {
+		lc.Warm = warmConfig(cfg, lc.Slots)
+	}
+	box, err := newSandbox(cfg.Sandbox, lc)
 	if err != nil {
 		return fmt.Errorf("sandbox: %w (run `codeexec doctor` to see what this host lacks)", err)
 	}
@@ -166,6 +174,14 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		}
 	}()
 
+	var live *runtime.Manager
+	if cfg.MaxRuntimeSessions > 0 {
+		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions, Log: log})
+		defer live.Close()
+		mets.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "codeexec_runtime_sessions_live", Help: "Live stateful sessions.",
+		}, func() float64 { return float64(live.Len()) }))
+	}
 	rate := func(r config.RateLimit) *admission.Limiter {
 		return admission.NewLimiter(admission.RateLimit{N: r.N, Window: r.Window})
 	}
@@ -176,6 +192,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Admission:  adm,
 		Rates:      api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
 		Metrics:    mets, MetricsRoute: cfg.MetricsAddr == "",
+		Runtime: live,
 	})
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
@@ -276,5 +293,36 @@ func sweep(ctx context.Context, store storage.Store, ttl time.Duration, log *slo
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// newSandbox builds the CODEEXEC_SANDBOX backend: "gvisor" runs the code
+// under runsc, anything else (config allows only "native") natively.
+func newSandbox(backend string, lc sandbox.LinuxConfig) (sandbox.Sandbox, error) {
+	if backend == "gvisor" {
+		g, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: lc})
+		if err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
+	l, err := sandbox.NewLinux(lc)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// warmConfig is the warm Python pool: its templates serve exactly the specs
+// the engine makes for "py" (same interpreter, same environment).
+func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
+	py, ok := lang.Lookup("py")
+	n := min(cfg.PoolPython, sandbox.MaxSlots-1-slots)
+	if !ok || n <= 0 || len(py.Run) < 2 || py.Run[1] != "-u" {
+		return sandbox.WarmConfig{}
+	}
+	return sandbox.WarmConfig{
+		Python: n, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids},
 	}
 }

@@ -28,6 +28,9 @@ import (
 func (e *env) sandboxProcesses() []string {
 	t := e.t
 	t.Helper()
+	if e.box.Describe()["backend"] == "gvisor" {
+		return e.gvisorProcesses()
+	}
 	var lo, span uint64
 	if _, err := fmt.Sscanf(fmt.Sprint(e.box.Describe()["uid_map"]), "inside 0-65535 -> host %d + slot*%d", &lo, &span); err != nil {
 		t.Fatalf("uid range: %v", err)
@@ -182,10 +185,10 @@ func TestAttackHostFiles(t *testing.T) {
 	wd, _ := os.Getwd()
 	code := strings.Join([]string{
 		"for p in /etc/shadow /root /home /sys/kernel /run " + e.storDir + " " + e.runDir + " " + wd + " /tmp/" + filepath.Base(e.storDir) + "; do",
-		"  if ls \"$p\" >/dev/null 2>&1; then echo \"VISIBLE $p\"; fi",
+		"  if [ -e \"$p\" ]; then echo \"VISIBLE $p\"; fi",
 		"done",
 		"find / -name marker-in-storage 2>/dev/null | sed 's/^/FOUND /'",
-		"ls /tmp | sed 's/^/TMP /'",
+		"for f in /tmp/* /tmp/.[!.]*; do [ -e \"$f\" ] && echo \"TMP ${f#/tmp/}\"; done",
 		"echo done",
 	}, "\n")
 	r := e.exec(map[string]any{"lang": "bash", "code": code})
@@ -245,7 +248,7 @@ func TestAttackReadOnlyRoot(t *testing.T) {
 func TestAttackFillDisk(t *testing.T) {
 	e := newEnv(t) // 64 MiB for /mnt/data and for /tmp
 	// Two files, so that the file-size rlimit (64 MiB too) is not what stops them.
-	r := e.exec(map[string]any{"lang": "bash", "code": "dd if=/dev/zero of=/mnt/data/a.bin bs=1M count=40 2>/dev/null; dd if=/dev/zero of=/mnt/data/big.bin bs=1M count=200 2>&1 | grep -c 'No space left'; dd if=/dev/zero of=/tmp/a bs=1M count=40 2>/dev/null; dd if=/dev/zero of=/tmp/big bs=1M count=200 2>&1 | grep -c 'No space left'; rm /mnt/data/a.bin; ls -l /mnt/data/big.bin | awk '{print $5}'"})
+	r := e.exec(map[string]any{"lang": "bash", "code": "dd if=/dev/zero of=/mnt/data/a.bin bs=1M count=40 2>/dev/null; dd if=/dev/zero of=/mnt/data/big.bin bs=1M count=200 2>&1 | grep -c 'No space left'; dd if=/dev/zero of=/tmp/a bs=1M count=40 2>/dev/null; dd if=/dev/zero of=/tmp/big bs=1M count=200 2>&1 | grep -c 'No space left'; rm /mnt/data/a.bin; wc -c < /mnt/data/big.bin"})
 	if !strings.HasPrefix(r.Stdout, "1\n1\n") {
 		t.Fatalf("disk not capped: %+v", r)
 	}

@@ -22,6 +22,9 @@ type execRequest struct {
 	Stdin    string          `json:"stdin"`
 	Files    []fileRef       `json:"files"`
 	Timeout  json.Number     `json:"timeout"` // milliseconds
+	// The stateful profile: the live session to use, scoped to the caller.
+	RuntimeSessionHint string `json:"runtime_session_hint"`
+	UserID             string `json:"user_id"`
 }
 
 // fileRef accepts both generations: legacy {id, session_id, name} and
@@ -76,19 +79,26 @@ type execResponse struct {
 	MemoryPeakBytes    int64          `json:"memory_peak_bytes"`
 	Language           string         `json:"language"`
 	Version            string         `json:"version"`
+	RuntimeSessionID   string         `json:"runtime_session_id,omitempty"`
+	RuntimeStatus      string         `json:"runtime_status,omitempty"`
 }
 
 const profileHeader = "X-CodeAPI-Expected-Profile"
 
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
-	if p := r.Header.Get(profileHeader); p != "" && !strings.EqualFold(p, "default") {
+	profile := strings.ToLower(r.Header.Get(profileHeader))
+	switch {
+	case profile == "" || profile == "default":
+		profile = "default"
+	case profile == "stateful" && s.Runtime != nil:
+	default:
 		writeJSON(w, http.StatusConflict, map[string]string{
 			"error":   "execution_profile_mismatch",
-			"message": fmt.Sprintf("this server serves the default execution profile, not %q", p),
+			"message": fmt.Sprintf("this server does not serve the %q execution profile", profile),
 		})
 		return
 	}
-	w.Header().Set("X-CodeAPI-Execution-Profile", "default")
+	w.Header().Set("X-CodeAPI-Execution-Profile", profile)
 
 	var req execRequest
 	if !s.decodeJSON(w, r, &req) {
@@ -96,6 +106,17 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	}
 	ereq, ok := s.execRequestOf(w, r, req)
 	if !ok {
+		return
+	}
+	if profile == "stateful" {
+		if strings.TrimSpace(req.RuntimeSessionHint) == "" {
+			writeError(w, http.StatusBadRequest, "runtime_session_hint is required with the stateful profile")
+			return
+		}
+		// Scoped to the caller: the same hint from another key, JWT subject
+		// or LibreChat user never reaches this session.
+		key := callerKey(r) + "\x00" + req.UserID + "\x00" + req.RuntimeSessionHint
+		s.executeLive(w, r, key, ereq)
 		return
 	}
 	res, ok := s.execute(w, r, ereq)

@@ -18,7 +18,11 @@ import (
 )
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "isolation": s.Box.Describe()})
+	h := map[string]any{"status": "ok", "isolation": s.Box.Describe()}
+	if s.Runtime != nil {
+		h["runtime_sessions"] = s.Runtime.Len()
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {

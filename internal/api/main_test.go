@@ -2,13 +2,16 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
 )
@@ -27,6 +31,60 @@ func TestMain(m *testing.M) {
 }
 
 const testKey = "test-key-0123456789"
+
+// testBackend is the sandbox newEnv builds: CODEEXEC_TEST_SANDBOX (native,
+// the default, or gvisor).
+func testBackend() string { return os.Getenv("CODEEXEC_TEST_SANDBOX") }
+
+// TestAttacksUnderGVisor runs the attack suite (TestAttack*) again with the
+// gVisor backend, in a child process of this test binary, so that
+// `go test -run Attack` covers both backends. Without runsc it skips,
+// except in CI.
+func TestAttacksUnderGVisor(t *testing.T) {
+	if testBackend() != "" {
+		t.Skip("this run already chose a backend")
+	}
+	if _, err := exec.LookPath("runsc"); err != nil || os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the gVisor attack suite needs root and runsc (Debian package runsc)")
+		}
+		t.Skip("needs root and runsc")
+	}
+	args := []string{"-test.run=^TestAttack", "-test.skip=^TestAttacksUnderGVisor$", "-test.count=1",
+		"-test.timeout=5m", fmt.Sprintf("-test.v=%v", testing.Verbose()), fmt.Sprintf("-test.short=%v", testing.Short())}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "CODEEXEC_TEST_SANDBOX=gvisor")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if testing.Verbose() {
+		cmd.Stdout = io.MultiWriter(&out, os.Stdout)
+		cmd.Stderr = cmd.Stdout
+	}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("attack suite under gVisor: %v\n%s", err, out.Bytes())
+	}
+}
+
+// gvisorProcesses lists host processes of a gVisor backend's sandboxes:
+// those in its slots' cgroups (gofers, sentries, stubs) and runsc
+// processes working under its run directory.
+func (e *env) gvisorProcesses() []string {
+	cg, _ := e.box.Describe()["cgroup"].(map[string]any)
+	base, _ := cg["path"].(string)
+	if base == "" {
+		e.t.Fatal("gvisor backend describes no cgroup path")
+	}
+	var out []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cgroups, _ := os.ReadFile(d + "/cgroup")
+		cmdline, _ := os.ReadFile(d + "/cmdline")
+		if bytes.Contains(cgroups, []byte(":"+base+"/s")) || bytes.Contains(cmdline, []byte(e.runDir)) {
+			out = append(out, d+" "+string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
+}
 
 // env is a real server: real sandbox, real local storage, real HTTP.
 type env struct {
@@ -58,10 +116,6 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	box, err := sandbox.NewLinux(sandbox.LinuxConfig{RunDir: runDir, Slots: 4, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	limits := engine.Limits{
 		WallTime: 20 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 256 << 20, Pids: 64,
 		OutputBytes: 1 << 20, DiskBytes: 64 << 20, FileBytes: 8 << 20, MaxOutputFiles: 50, MaxInputFiles: 64,
@@ -69,6 +123,37 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	ac := auth.Config{Keys: []string{testKey}}
 	for _, o := range opts {
 		o(&limits, &ac)
+	}
+	lc := sandbox.LinuxConfig{RunDir: runDir, Slots: 4, Logger: log}
+	// CODEEXEC_TEST_WARM=1 serves Python from the warm pool (the suite then
+	// attacks the warm path; bash still runs cold).
+	if os.Getenv("CODEEXEC_TEST_WARM") == "1" {
+		py, _ := lang.Lookup("py")
+		lc.Warm = sandbox.WarmConfig{Python: 2, Env: engine.StepEnv(py),
+			Limits: sandbox.Limits{MemoryBytes: limits.MemoryBytes, Pids: limits.Pids}}
+	}
+	var box sandbox.Sandbox
+	if testBackend() == "gvisor" {
+		g, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: lc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		box = g
+	} else {
+		l, err := sandbox.NewLinux(lc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lc.Warm.Python > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			err := l.WaitWarm(ctx)
+			cancel()
+			if err != nil {
+				l.Close()
+				t.Fatal(err)
+			}
+		}
+		box = l
 	}
 	authn, err := auth.New(ac)
 	if err != nil {

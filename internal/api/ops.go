@@ -17,6 +17,7 @@ import (
 	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/storage"
 	"github.com/codeexec/codeexec/internal/tracing"
 )
@@ -109,6 +110,34 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Requ
 		s.Metrics.Executions.WithLabelValues(res.Language, string(res.Status)).Observe(res.WallTime.Seconds())
 	}
 	return res, true
+}
+
+// executeLive runs a request in the caller's live runtime session under
+// admission control and answers it.
+func (s *Server) executeLive(w http.ResponseWriter, r *http.Request, key string, req engine.Request) {
+	release, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	out, err := s.Runtime.Exec(r.Context(), key, req)
+	if errors.Is(err, runtime.ErrUnsupported) {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "capability_mismatch", "message": err.Error()})
+		return
+	}
+	if err != nil {
+		if s.Metrics != nil && errors.Is(err, engine.ErrSandbox) {
+			s.Metrics.SandboxFailures.Inc()
+		}
+		s.engineError(w, r, err)
+		return
+	}
+	if s.Metrics != nil {
+		s.Metrics.Executions.WithLabelValues(out.Language, string(out.Status)).Observe(out.WallTime.Seconds())
+	}
+	resp := execResponseOf(out.Result)
+	resp.RuntimeSessionID, resp.RuntimeStatus = out.RuntimeID, out.Status
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // handleReady runs a real execution and a storage round trip, at most once

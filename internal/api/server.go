@@ -22,6 +22,7 @@ import (
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/metrics"
+	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
 	"github.com/codeexec/codeexec/internal/tracing"
@@ -58,6 +59,8 @@ type Deps struct {
 	MetricsRoute bool
 	// ReadyTTL caches the /ready canary's verdict (default 5 s).
 	ReadyTTL time.Duration
+	// Runtime serves the stateful profile; nil refuses it with 409.
+	Runtime *runtime.Manager
 }
 
 // Rates are the per-caller rate limits.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
@@ -58,11 +59,11 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if req.Stateful {
-		writeError(w, http.StatusBadRequest, "stateful sessions are not supported by this server yet")
+	if req.Stateful && (s.Runtime == nil || l.ID != "py" && l.ID != "bash") {
+		writeError(w, http.StatusBadRequest, "stateful sessions run py (and bash) on a server with the stateful runtime")
 		return
 	}
-	rec := storage.SessionRecord{ID: storage.NewID(), Language: l.ID, Created: time.Now().UTC(), Owner: principalOf(r).Subject}
+	rec := storage.SessionRecord{ID: storage.NewID(), Language: l.ID, Created: time.Now().UTC(), Owner: principalOf(r).Subject, Stateful: req.Stateful}
 	if err := s.Store.PutSession(r.Context(), rec); err != nil {
 		s.storageError(w, err)
 		return
@@ -134,6 +135,9 @@ func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
 	}
 	unlock := s.lockSession(rec.ID)
 	defer unlock()
+	if s.Runtime != nil && rec.Stateful {
+		s.Runtime.Drop(liveKey(rec.ID))
+	}
 	if err := s.Store.DeleteSession(r.Context(), rec.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		s.storageError(w, err)
 		return
@@ -205,20 +209,44 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	for _, o := range objs {
 		files = append(files, engine.FileRef{Session: rec.ID, ID: o.ID, Name: o.Name})
 	}
-	res, ok := s.execute(w, r, engine.Request{
+	ereq := engine.Request{
 		Lang: l, Code: *req.Code, Args: args, Stdin: req.Stdin, Files: files, Timeout: timeout,
 		Session: rec.ID, Owner: principalOf(r).Subject, Persist: true,
-	})
-	if !ok {
-		return
+	}
+	var out execResponse
+	if rec.Stateful && s.Runtime != nil {
+		release, ok := s.admit(w, r)
+		if !ok {
+			return
+		}
+		live, err := s.Runtime.Exec(r.Context(), liveKey(rec.ID), ereq)
+		release()
+		if errors.Is(err, runtime.ErrUnsupported) {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if err != nil {
+			s.engineError(w, r, err)
+			return
+		}
+		out = execResponseOf(live.Result)
+		out.RuntimeSessionID, out.RuntimeStatus = live.RuntimeID, live.Status
+	} else {
+		res, ok := s.execute(w, r, ereq)
+		if !ok {
+			return
+		}
+		out = execResponseOf(res)
 	}
 	s.touch(r.Context(), rec)
-	out := execResponseOf(res)
 	writeJSON(w, http.StatusOK, struct {
 		execResponse
 		DurationMS int64 `json:"duration_ms"`
 	}{out, out.WallTimeMS})
 }
+
+// liveKey scopes a /v1 stateful session's interpreter to the session.
+func liveKey(id string) string { return "v1-session\x00" + id }
 
 // touch refreshes a session's record so that expiry counts from last use.
 func (s *Server) touch(ctx context.Context, rec storage.SessionRecord) {

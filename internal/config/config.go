@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -45,6 +46,8 @@ type Config struct {
 	RateUpload          RateLimit
 	RateDownload        RateLimit
 	MetricsAddr         string
+	RuntimeIdle         time.Duration
+	MaxRuntimeSessions  int
 	ShutdownGrace       time.Duration
 
 	// Storage.
@@ -57,9 +60,13 @@ type Config struct {
 	SessionTTL     time.Duration
 
 	// Sandbox.
-	Sandbox string // native
+	Sandbox string // native or gvisor
 	RunDir  string
 	RootFS  string
+	// PoolPython is the number of warm Python templates (0: no warm pool).
+	PoolPython int
+	// CompileCacheMB bounds the compiled-program cache (0: no cache).
+	CompileCacheMB int64
 
 	LogLevel string
 }
@@ -120,6 +127,8 @@ var settings = []setting{
 	{name: "CODEEXEC_RATE_LIMIT_DOWNLOAD", def: "", help: "downloads per caller, e.g. 60/1m (default: no limit)"},
 	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics (e.g. :9090); unset: /metrics on the main port, behind the API key"},
 	{name: "CODEEXEC_SHUTDOWN_GRACE_SECONDS", def: "30", help: "on SIGTERM, how long in-flight executions may finish before they are killed"},
+	{name: "CODEEXEC_MAX_RUNTIME_SESSIONS", def: "8", help: "live stateful Python sessions (least recently used evicted beyond); 0 turns the stateful profile off"},
+	{name: "CODEEXEC_RUNTIME_IDLE_SECONDS", def: "1200", help: "a stateful session unused this long is closed (its files stay)"},
 	{name: "CODEEXEC_STORAGE_BACKEND", def: "local", help: "local, s3 or gcs"},
 	{name: "CODEEXEC_STORAGE_DIR", def: "/tmp/codeexec", help: "directory of the local backend"},
 	{name: "CODEEXEC_S3_BUCKET", def: "", help: "bucket of the s3 backend"},
@@ -127,7 +136,9 @@ var settings = []setting{
 	{name: "CODEEXEC_S3_REGION", def: "us-east-1", help: "region of the s3 backend"},
 	{name: "CODEEXEC_GCS_BUCKET", def: "", help: "bucket of the gcs backend (Application Default Credentials)"},
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
-	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native"},
+	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native (Linux namespaces) or gvisor (runsc, a user-space kernel)"},
+	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm Python sandboxes with numpy, pandas and matplotlib imported, ~150 MB each (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
+	{name: "CODEEXEC_COMPILE_CACHE_MB", def: "256", help: "size of the cache of compiled programs (same source and toolchain: compiled once), under CODEEXEC_RUN_DIR; 0 disables"},
 	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
 	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
 	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
@@ -216,6 +227,12 @@ func Load(getenv func(string) string) (*Config, error) {
 	} else {
 		small("CODEEXEC_MAX_CONCURRENCY", &c.MaxConcurrency, 1)
 	}
+	if v["CODEEXEC_POOL_PYTHON"] == "" {
+		c.PoolPython = defaultPoolSize(c.MaxConcurrency)
+	} else {
+		small("CODEEXEC_POOL_PYTHON", &c.PoolPython, 0)
+	}
+	num("CODEEXEC_COMPILE_CACHE_MB", &c.CompileCacheMB, 0)
 	small("CODEEXEC_MAX_QUEUE", &c.MaxQueue, 0)
 	var secs int
 	small("CODEEXEC_QUEUE_TIMEOUT_SECONDS", &secs, 1)
@@ -230,6 +247,9 @@ func Load(getenv func(string) string) (*Config, error) {
 		*dst = r
 	}
 	c.MetricsAddr = v["CODEEXEC_METRICS_ADDR"]
+	small("CODEEXEC_MAX_RUNTIME_SESSIONS", &c.MaxRuntimeSessions, 0)
+	small("CODEEXEC_RUNTIME_IDLE_SECONDS", &secs, 1)
+	c.RuntimeIdle = time.Duration(secs) * time.Second
 	ttl, err := time.ParseDuration(v["CODEEXEC_SESSION_TTL"])
 	if err != nil || ttl < time.Minute {
 		errs = append(errs, fmt.Sprintf("CODEEXEC_SESSION_TTL: want a duration of at least 1m (e.g. 24h), got %q", v["CODEEXEC_SESSION_TTL"]))
@@ -254,8 +274,8 @@ func Load(getenv func(string) string) (*Config, error) {
 	default:
 		errs = append(errs, fmt.Sprintf("CODEEXEC_STORAGE_BACKEND: want local, s3 or gcs, got %q", c.StorageBackend))
 	}
-	if c.Sandbox != "native" {
-		errs = append(errs, fmt.Sprintf("CODEEXEC_SANDBOX: want native, got %q", c.Sandbox))
+	if c.Sandbox != "native" && c.Sandbox != "gvisor" {
+		errs = append(errs, fmt.Sprintf("CODEEXEC_SANDBOX: want native or gvisor, got %q", c.Sandbox))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("configuration: %s", strings.Join(errs, "; "))
@@ -279,4 +299,23 @@ func PrintHelp(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, def, s.help)
 	}
 	tw.Flush()
+}
+
+// defaultPoolSize is one warm Python template per concurrent execution,
+// fewer when the host's available memory would not hold them with room to
+// spare (a template is ~150 MB; at most a quarter of MemAvailable).
+func defaultPoolSize(concurrency int) int {
+	n := concurrency
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return n
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				n = min(n, int(kb/4/(150<<10)))
+			}
+		}
+	}
+	return max(n, 0)
 }

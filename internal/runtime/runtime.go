@@ -1,0 +1,460 @@
+// Package runtime keeps stateful sessions: one long-lived sandbox per
+// session holding a Python interpreter that runs each call's code in one
+// persistent namespace, so variables, imports and loaded data survive from
+// call to call. Files move in and out through the engine exactly as for a
+// one-shot execution.
+package runtime
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/storage"
+)
+
+//go:embed kernel.py
+var kernelSource []byte
+
+// ErrUnsupported is returned for a language the stateful runtime does not
+// keep alive (only Python, and Bash commands run inside the same sandbox).
+var ErrUnsupported = errors.New("the stateful profile runs py and bash only")
+
+// Config bounds the live sessions.
+type Config struct {
+	IdleTimeout time.Duration // a session unused this long is closed
+	MaxSessions int           // beyond, the least recently used is evicted
+	MaxLifetime time.Duration // no session lives longer
+	Log         *slog.Logger
+}
+
+// Manager owns the live sessions. It is safe for concurrent use.
+type Manager struct {
+	eng *engine.Engine
+	cfg Config
+
+	mu     sync.Mutex
+	live   map[string]*session // by scope key
+	closed bool
+	stop   chan struct{}
+}
+
+// New starts a manager and its idle reaper.
+func New(eng *engine.Engine, cfg Config) *Manager {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 20 * time.Minute
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 8
+	}
+	if cfg.MaxLifetime <= 0 {
+		cfg.MaxLifetime = 12 * time.Hour
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{eng: eng, cfg: cfg, live: map[string]*session{}, stop: make(chan struct{})}
+	go m.reap()
+	return m
+}
+
+// session is one live sandbox.
+type session struct {
+	id        string
+	key       string
+	ws        *engine.Workspace
+	cancel    context.CancelFunc
+	done      chan struct{}
+	result    sandbox.Result // valid after done
+	runErr    error
+	conn      net.Conn
+	rd        *bufio.Reader
+	calls     sync.Mutex // one call at a time
+	closeOnce sync.Once
+	seq       int
+	lastUsed  time.Time // guarded by Manager.mu
+	dead      bool      // guarded by Manager.mu
+}
+
+// Len is the number of live sessions.
+func (m *Manager) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.live)
+}
+
+// Outcome is a call's result plus what happened to its session.
+type Outcome struct {
+	*engine.Result
+	RuntimeID string
+	Status    string // "new" or "reused"
+}
+
+// Exec runs req in the live session of key, starting one when there is
+// none (or it died, or was evicted): the caller is told through Status.
+func (m *Manager) Exec(ctx context.Context, key string, req engine.Request) (*Outcome, error) {
+	if req.Lang == nil || (req.Lang.ID != "py" && req.Lang.ID != "bash") {
+		return nil, ErrUnsupported
+	}
+	s, status, err := m.acquire(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	s.calls.Lock()
+	defer s.calls.Unlock()
+	res, err := m.call(ctx, s, req)
+	m.mu.Lock()
+	s.lastUsed = time.Now()
+	dead := s.dead
+	if dead && m.live[key] == s {
+		delete(m.live, key)
+	}
+	m.mu.Unlock()
+	if dead {
+		m.close(s) // the session died in the call: release its sandbox and workspace
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Outcome{Result: res, RuntimeID: s.id, Status: status}, nil
+}
+
+// Drop closes key's session, if any.
+func (m *Manager) Drop(key string) {
+	m.mu.Lock()
+	s := m.live[key]
+	delete(m.live, key)
+	m.mu.Unlock()
+	if s != nil {
+		m.close(s)
+	}
+}
+
+// Close ends every session.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	close(m.stop)
+	all := m.live
+	m.live = map[string]*session{}
+	m.mu.Unlock()
+	for _, s := range all {
+		m.close(s)
+	}
+}
+
+func (m *Manager) acquire(ctx context.Context, key string) (*session, string, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, "", errors.New("runtime manager closed")
+	}
+	if s := m.live[key]; s != nil && !s.dead {
+		s.lastUsed = time.Now()
+		m.mu.Unlock()
+		return s, "reused", nil
+	}
+	delete(m.live, key)
+	var evict *session
+	if len(m.live) >= m.cfg.MaxSessions {
+		for _, s := range m.live {
+			if evict == nil || s.lastUsed.Before(evict.lastUsed) {
+				evict = s
+			}
+		}
+		delete(m.live, evict.key)
+	}
+	m.mu.Unlock()
+	if evict != nil {
+		m.cfg.Log.Info("evicting least recently used runtime session", "runtime_session", evict.id)
+		m.close(evict)
+	}
+	s, err := m.start(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.live[key]; old != nil && !old.dead {
+		// Another call for the same key started one meanwhile: use it.
+		go m.close(s)
+		return old, "reused", nil
+	}
+	m.live[key] = s
+	return s, "new", nil
+}
+
+const sockDir = ".codeexec"
+
+// start creates the session's sandbox and waits for its kernel to connect.
+func (m *Manager) start(ctx context.Context, key string) (*session, error) {
+	ws, err := m.eng.NewWorkspace()
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			ws.Close()
+		}
+	}()
+	dir := filepath.Join(ws.Dir, sockDir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "k.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	// The listener is removed as soon as the kernel is in: nothing else can
+	// ever connect to it.
+	ln.SetUnlinkOnClose(true)
+
+	lim := m.eng.Limits()
+	py, _ := lang.Lookup("py")
+	s := &session{id: storage.NewID(), key: key, ws: ws, done: make(chan struct{}), lastUsed: time.Now()}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.MaxLifetime)
+	s.cancel = cancel
+	spec := sandbox.Spec{
+		Steps: []sandbox.Step{{Name: "kernel", Argv: []string{"/usr/bin/python3", "-u", "/tmp/code/kernel.py",
+			"/mnt/data/" + sockDir + "/k.sock", strconv.FormatInt(lim.OutputBytes, 10)}}},
+		Files: []sandbox.File{{Path: "/tmp/code/kernel.py", Data: kernelSource}},
+		Env:   append(append([]string{}, engine.Env...), py.Env...),
+		Limits: sandbox.Limits{
+			WallTime: m.cfg.MaxLifetime, CPUTime: m.cfg.MaxLifetime, MemoryBytes: lim.MemoryBytes,
+			Pids: lim.Pids, OutputBytes: 64 << 10, DiskBytes: lim.DiskBytes, FileBytes: lim.DiskBytes,
+			Network: lim.Network,
+		},
+	}
+	go func() {
+		s.result, s.runErr = m.eng.RunLive(rctx, ws, spec)
+		close(s.done)
+	}()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	acc := make(chan accepted, 1)
+	ln.SetDeadline(time.Now().Add(30 * time.Second))
+	go func() {
+		c, err := ln.Accept()
+		acc <- accepted{c, err}
+	}()
+	var a accepted
+	select {
+	case a = <-acc:
+	case <-s.done:
+		a.err = fmt.Errorf("the kernel exited before connecting: %s %v", s.result.Status, s.runErr)
+	}
+	if a.err == nil {
+		os.Remove(dir) // the socket is unlinked already; leave no trace in /mnt/data
+		s.conn = a.c
+		s.rd = bufio.NewReaderSize(a.c, 64<<10)
+		a.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var hello struct{ Ready bool }
+		line, err := s.rd.ReadSlice('\n')
+		if err != nil || json.Unmarshal(line, &hello) != nil || !hello.Ready {
+			a.err = fmt.Errorf("the kernel did not say ready: %v", err)
+		}
+	}
+	if a.err != nil {
+		cancel()
+		<-s.done
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		return nil, fmt.Errorf("%w: starting a runtime session: %v", engine.ErrSandbox, a.err)
+	}
+	ok = true
+	m.cfg.Log.Info("runtime session started", "runtime_session", s.id)
+	return s, nil
+}
+
+func (m *Manager) close(s *session) {
+	m.mu.Lock()
+	s.dead = true
+	m.mu.Unlock()
+	s.closeOnce.Do(func() {
+		s.cancel()
+		<-s.done
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		if err := s.ws.Close(); err != nil {
+			m.cfg.Log.Error("releasing a runtime session's workspace", "err", err)
+		}
+	})
+}
+
+// answer is the kernel's reply to one call.
+type answer struct {
+	ID       int    `json:"id"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	ExitCode int    `json:"exit_code"`
+	Status   string `json:"status"`
+	WallMS   int64  `json:"wall_ms"`
+	CPUMS    int64  `json:"cpu_ms"`
+}
+
+// grace is how long past its time limit a call may take to yield to the
+// interrupt before its session is killed.
+const grace = 3 * time.Second
+
+func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*engine.Result, error) {
+	if err := m.eng.Stage(ctx, s.ws, req); err != nil {
+		return nil, err
+	}
+	lim := m.eng.Limits()
+	timeout := lim.WallTime
+	if req.Timeout > 0 && req.Timeout < timeout {
+		timeout = req.Timeout
+	}
+	s.seq++
+	msg, _ := json.Marshal(map[string]any{
+		"id": s.seq, "lang": req.Lang.ID, "code": req.Code, "args": req.Args, "stdin": req.Stdin,
+		"timeout_ms": timeout.Milliseconds(),
+	})
+	start := time.Now()
+	s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, werr := s.conn.Write(append(msg, '\n'))
+
+	// Bounded read: the answer carries at most twice the output cap.
+	var a answer
+	var rerr error
+	if werr == nil {
+		stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Now()) })
+		s.conn.SetReadDeadline(time.Now().Add(timeout + grace))
+		var line []byte
+		line, rerr = readLine(s.rd, 2*lim.OutputBytes+64<<10)
+		stop()
+		if rerr == nil {
+			rerr = json.Unmarshal(line, &a)
+		}
+	}
+	res := &engine.Result{
+		Session: req.Session, Language: req.Lang.ID, Version: m.eng.Version(req.Lang),
+	}
+	if res.Session == "" {
+		res.Session = storage.NewID()
+	}
+	if werr != nil || rerr != nil || a.ID != s.seq {
+		// The kernel died, did not yield to the interrupt, or the client
+		// left: the session is gone; its files are harvested all the same.
+		m.mu.Lock()
+		s.dead = true
+		m.mu.Unlock()
+		if errors.Is(rerr, io.EOF) {
+			// The kernel died by itself (OOM kill, exit): let the sandbox
+			// report why before anything else ends it.
+			select {
+			case <-s.done:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		s.cancel()
+		<-s.done
+		res.WallTime = time.Since(start)
+		res.ExitCode = 137
+		switch {
+		case ctx.Err() != nil:
+			res.Status = sandbox.StatusKilled
+		case s.result.Status == sandbox.StatusMemory:
+			res.Status = sandbox.StatusMemory
+		case s.result.Status == sandbox.StatusOK || s.result.Status == sandbox.StatusError:
+			res.Status = sandbox.StatusError
+			res.ExitCode = s.result.ExitCode
+		default:
+			res.Status = sandbox.StatusTimeout
+		}
+		res.Stderr = fmt.Sprintf("[codeexec] the runtime session ended (%s); its variables are lost, its files are kept\n", res.Status)
+		m.cfg.Log.Warn("runtime session ended during a call", "runtime_session", s.id, "status", res.Status, "write", werr, "read", rerr)
+	} else {
+		res.Stdout, res.Stderr, res.ExitCode = a.Stdout, a.Stderr, a.ExitCode
+		res.Status = sandbox.Status(a.Status)
+		res.WallTime = time.Duration(a.WallMS) * time.Millisecond
+		res.CPUTime = time.Duration(a.CPUMS) * time.Millisecond
+		switch res.Status {
+		case sandbox.StatusTimeout:
+			res.Stderr += "\n[codeexec] execution stopped: time limit exceeded (variables defined before are kept)\n"
+		case sandbox.StatusOutputLimit:
+			res.Stderr += "\n[codeexec] output truncated: output limit exceeded\n"
+		}
+	}
+	if err := m.eng.Harvest(context.WithoutCancel(ctx), s.ws, req, res.Session, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func readLine(r *bufio.Reader, max int64) ([]byte, error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		buf = append(buf, chunk...)
+		if int64(len(buf)) > max {
+			return nil, errors.New("kernel answer too large")
+		}
+		if err == nil {
+			return buf, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
+}
+
+// reap closes idle sessions and sessions whose sandbox ended.
+func (m *Manager) reap() {
+	t := time.NewTicker(min(m.cfg.IdleTimeout/4, 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		var idle []*session
+		m.mu.Lock()
+		for k, s := range m.live {
+			ended := false
+			select {
+			case <-s.done:
+				ended = true
+			default:
+			}
+			if ended || time.Since(s.lastUsed) > m.cfg.IdleTimeout {
+				if s.calls.TryLock() { // not in a call
+					s.calls.Unlock()
+					delete(m.live, k)
+					idle = append(idle, s)
+				}
+			}
+		}
+		m.mu.Unlock()
+		for _, s := range idle {
+			m.cfg.Log.Info("closing idle runtime session", "runtime_session", s.id)
+			m.close(s)
+		}
+	}
+}
