@@ -27,7 +27,10 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# The whole suite: static checks, then every test (sandbox, API, languages,
-# the real LibreChat client end to end) with the race detector.
+# The whole suite: static checks, then every test (sandbox, attack suite,
+# languages, storage servers, the real LibreChat client end to end, the
+# container image) with the race detector. One package at a time: several
+# tests measure time limits, and a 2-core machine shared by parallel packages
+# would blur them.
 test: build vet fmt-check
-	go test -race -count=1 -timeout 60m ./...
+	go test -race -count=1 -p 1 -timeout 80m ./...
