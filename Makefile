@@ -34,3 +34,11 @@ fmt-check:
 # would blur them.
 test: build vet fmt-check
 	go test -race -count=1 -p 1 -timeout 80m ./...
+	# The attack suite again, with Python served by the warm pool.
+	CODEEXEC_TEST_WARM=1 go test -race -count=1 -timeout 10m -run '^TestAttack' -skip TestAttacksUnderGVisor ./internal/api/
+
+# The performance benchmark (bench/main.go): codeexec against bare process
+# starts, side by side on this machine; writes bench/results.json.
+.PHONY: bench
+bench: build
+	go run ./bench -server $(BIN) -out bench/results.json

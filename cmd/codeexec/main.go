@@ -167,6 +167,22 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		MaxInputFiles:  cfg.MaxInputFiles,
 		Network:        !cfg.DisableNetwork,
 	}, log)
+	if cfg.CompileCacheMB > 0 {
+		// Per process (instances may share RunDir), removed on shutdown.
+		if err := os.MkdirAll(cfg.RunDir, 0o711); err != nil {
+			return err
+		}
+		ccDir, err := os.MkdirTemp(cfg.RunDir, "compile-cache-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(ccDir)
+		cc, err := engine.OpenCompileCache(ccDir, cfg.CompileCacheMB<<20)
+		if err != nil {
+			return err
+		}
+		eng.SetCompileCache(cc)
+	}
 	// Read toolchain versions now, not on the first request.
 	go func() {
 		for _, l := range lang.All() {
@@ -317,7 +333,7 @@ func newSandbox(backend string, lc sandbox.LinuxConfig) (sandbox.Sandbox, error)
 // the engine makes for "py" (same interpreter, same environment).
 func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 	py, ok := lang.Lookup("py")
-	n := min(cfg.PoolPython, sandbox.MaxSlots-1-slots)
+	n := min(cfg.PoolPython, sandbox.MaxSlots-slots)
 	if !ok || n <= 0 || len(py.Run) < 2 || py.Run[1] != "-u" {
 		return sandbox.WarmConfig{}
 	}

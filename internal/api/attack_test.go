@@ -187,7 +187,9 @@ func TestAttackHostFiles(t *testing.T) {
 		"for p in /etc/shadow /root /home /sys/kernel /run " + e.storDir + " " + e.runDir + " " + wd + " /tmp/" + filepath.Base(e.storDir) + "; do",
 		"  if [ -e \"$p\" ]; then echo \"VISIBLE $p\"; fi",
 		"done",
-		"find / -name marker-in-storage 2>/dev/null | sed 's/^/FOUND /'",
+		// /usr (the host's, read-only) is left out: walking it through
+		// gVisor's gofer takes more than the CPU limit.
+		"find / -path /usr -prune -o -name marker-in-storage -print 2>/dev/null | sed 's/^/FOUND /'",
 		"for f in /tmp/* /tmp/.[!.]*; do [ -e \"$f\" ] && echo \"TMP ${f#/tmp/}\"; done",
 		"echo done",
 	}, "\n")

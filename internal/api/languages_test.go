@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"image/png"
 	"os"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
@@ -120,5 +122,38 @@ func TestUnavailableLanguageNamesThePackage(t *testing.T) {
 	_, err := e.srv.Config.Handler.(*Server).Engine.Exec(t.Context(), engine.Request{Lang: l, Code: "x"})
 	if err == nil || !strings.Contains(err.Error(), "zed-lang") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// BenchmarkHelloViaExec times each language's hello world through POST
+// /exec on a real server (compile + run for compiled languages) and reports
+// the median: go test -run '^$' -bench HelloViaExec ./internal/api/
+func BenchmarkHelloViaExec(b *testing.B) {
+	hello := map[string]string{
+		"py": "print('hi')", "js": "console.log('hi')", "ts": "const s: string = 'hi'; console.log(s)",
+		"c": "#include <stdio.h>\nint main(){puts(\"hi\");}", "cpp": "#include <iostream>\nint main(){std::cout<<\"hi\\n\";}",
+		"java": "public class Main { public static void main(String[] a) { System.out.println(\"hi\"); } }",
+		"php":  "<?php echo \"hi\\n\";", "rs": "fn main(){println!(\"hi\");}", "go": "package main\nimport \"fmt\"\nfunc main(){fmt.Println(\"hi\")}",
+		"d": "import std.stdio; void main(){ writeln(\"hi\"); }", "f90": "program hi\n  print '(A)', 'hi'\nend program hi",
+		"r": "cat('hi\\n')", "bash": "echo hi",
+	}
+	e := newEnv(b, func(l *engine.Limits, _ *auth.Config) { l.MemoryBytes = 1 << 30; l.Pids = 256 })
+	for _, l := range lang.All() {
+		if ok, _ := engine.Available(l); !ok {
+			continue
+		}
+		b.Run(l.ID, func(b *testing.B) {
+			var times []time.Duration
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				r := e.exec(map[string]any{"lang": l.ID, "code": hello[l.ID]})
+				times = append(times, time.Since(t0))
+				if r.Stdout != "hi\n" {
+					b.Fatalf("%s: %+v", l.ID, r)
+				}
+			}
+			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+			b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "median-ms")
+		})
 	}
 }

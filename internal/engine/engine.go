@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -52,6 +53,7 @@ type Engine struct {
 	log    *slog.Logger
 
 	versions sync.Map // language id -> *versionOnce
+	cache    *CompileCache
 }
 
 // New returns an engine over a store and a sandbox.
@@ -139,7 +141,7 @@ var Env = []string{
 // if not, what is missing.
 func Available(l *lang.Language) (bool, string) {
 	for _, p := range l.Requires {
-		if _, err := exec.LookPath(p); err != nil {
+		if _, err := os.Stat(p); err != nil { // programs, and data such as Go's importcfg
 			return false, fmt.Sprintf("%s is not installed on this server (missing %s; install the Debian package(s) %s, e.g. with scripts/install-deps.sh)",
 				l.Name, p, strings.Join(l.Packages, ", "))
 		}
@@ -214,11 +216,9 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 
-	spec := e.spec(req, dir)
 	var stdout, stderr bytes.Buffer
-	spec.Stdout, spec.Stderr = &stdout, &stderr
 	rctx, span := tracing.Tracer().Start(ctx, "sandbox.run", trace.WithAttributes(attribute.String("language", req.Lang.ID)))
-	run, err := e.box.Run(rctx, spec)
+	run, err := e.run(rctx, req, dir, &stdout, &stderr)
 	span.SetAttributes(attribute.String("status", string(run.Status)), attribute.Int("exit_code", run.ExitCode))
 	span.End()
 	if err != nil {
@@ -294,7 +294,7 @@ func (e *Engine) spec(req Request, dir string) sandbox.Spec {
 		run.Stdin = []byte(req.Stdin)
 	}
 	steps = append(steps, run)
-	env := append(append([]string{}, Env...), l.Env...)
+	env := StepEnv(l)
 	return sandbox.Spec{
 		Workdir: dir,
 		Steps:   steps,

@@ -51,6 +51,7 @@ type Linux struct {
 	// waits for running runs.
 	mu     sync.RWMutex
 	closed atomic.Bool
+	warm   *warmPool // nil when LinuxConfig.Warm.Python is 0
 }
 
 var _ Sandbox = (*Linux)(nil)
@@ -136,6 +137,12 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 	l.slots = make(chan int, cfg.Slots)
 	for i := 0; i < cfg.Slots; i++ {
 		l.slots <- i
+	}
+	if cfg.Warm.Python > 0 {
+		if l.warm, err = newWarmPool(l, cfg.Warm); err != nil {
+			l.exe.Close()
+			return nil, err
+		}
 	}
 	ok = true
 	log.Info("sandbox ready", "instance", l.instance, "slots", cfg.Slots, "uid_base", l.hostID(0))
@@ -351,7 +358,7 @@ func (l *Linux) Describe() map[string]any {
 	return map[string]any{
 		"backend":    "linux",
 		"instance":   l.instance,
-		"slots":      l.cfg.Slots,
+		"slots":      l.cfg.Slots + l.cfg.Warm.Python, // cold, then warm
 		"userns":     true,
 		"uid_map":    fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
 		"namespaces": []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},
@@ -360,6 +367,7 @@ func (l *Linux) Describe() map[string]any {
 		"network":    "none unless Limits.Network",
 		"rootfs":     rootfs,
 		"cpus":       l.cfg.CPUs,
+		"warm":       l.warmDescribe(),
 	}
 }
 
@@ -370,6 +378,9 @@ func (l *Linux) Close() error {
 	defer l.mu.Unlock()
 	if l.closed.Swap(true) {
 		return nil
+	}
+	if l.warm != nil {
+		l.warm.close()
 	}
 	err := l.cleanup()
 	l.exe.Close()
@@ -443,6 +454,11 @@ func (l *Linux) Run(ctx context.Context, spec Spec) (Result, error) {
 	defer l.mu.RUnlock()
 	if l.closed.Load() {
 		return Result{}, errors.New("sandbox: closed")
+	}
+	if l.warm != nil {
+		if res, ok, err := l.warm.run(ctx, spec, spec.Limits.WithDefaults()); ok {
+			return res, err
+		}
 	}
 	slot, err := l.acquireSlot(ctx)
 	if err != nil {

@@ -4,6 +4,8 @@ package sandbox
 
 import (
 	"encoding/binary"
+	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,9 +19,22 @@ func seccompPrograms(network bool) ([][]byte, error) {
 		return nil, err
 	}
 	defer f.Release()
-	main, err := f.ExportBPFMem()
+	// ExportBPFMem needs libseccomp 2.6; a memfd works with every version.
+	fd, err := unix.MemfdCreate("seccomp-bpf", unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, err
+	}
+	mf := os.NewFile(uintptr(fd), "seccomp-bpf")
+	defer mf.Close()
+	if err := f.ExportBPF(mf); err != nil {
+		return nil, err
+	}
+	main, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return nil, err
+	}
+	if len(main) == 0 || len(main)%8 != 0 {
+		return nil, fmt.Errorf("seccomp export: %d bytes", len(main))
 	}
 	progs := [][]byte{main}
 	if p := personalityProg(); p != nil {

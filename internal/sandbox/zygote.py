@@ -17,6 +17,7 @@
 import base64
 import ctypes
 import errno
+import gc
 import io
 import json
 import os
@@ -33,7 +34,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 MNT_DETACH = 2
 MOVE_MOUNT_F_EMPTY_PATH = 4
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 24, 38, 22
@@ -109,9 +110,13 @@ def child_setup():
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # The template's own /proc (its pid namespace), /tmp (this script),
     # /dev/shm, /dev/pts and /mnt/data are dropped, not shared.
-    for p in ("/proc", "/tmp", "/dev/shm", "/dev/pts", "/mnt/data"):
+    # A user namespace may mount a proc only while one is visible: mount
+    # the new one aside, drop the template's, move the new one in place.
+    mount("proc", "/tmp", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    umount("/proc")
+    mount("/tmp", "/proc", None, MS_MOVE)
+    for p in ("/tmp", "/dev/shm", "/dev/pts", "/mnt/data"):
         umount(p)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for name in PROC_MASKED:
         p = "/proc/" + name
         if os.path.lexists(p):
@@ -184,9 +189,33 @@ def child_enter(req, fds, progs):
     os.setsid()
 
 
-def run_code(req):
-    """Runs the code as `python3 -u src args...` would; never returns."""
+def child_prepare():
+    """Interpreter state every run needs, made while the child is parked."""
     import builtins, importlib, linecache, random, types
+    for p in list(sys.path_importer_cache):
+        if p in ("/mnt/data", "/tmp") or p.startswith("/tmp/"):
+            del sys.path_importer_cache[p]
+    importlib.invalidate_caches()
+    linecache.clearcache()
+    # Fresh randomness: the template's generator states are shared by every child.
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    main.__cached__ = None
+    stdio = (
+        io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)), encoding="utf-8"),
+        io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8", write_through=True),
+        io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace",
+                         write_through=True),
+    )
+    return main, stdio
+
+
+def run_code(req, main, stdio):
+    """Runs the code as `python3 -u src args...` would; never returns."""
     os.environ.clear()
     for kv in req["env"]:
         k, _, v = kv.partition("=")
@@ -195,25 +224,11 @@ def run_code(req):
     src = argv[2]
     sys.argv = argv[2:]
     sys.path[0] = os.path.dirname(src)
-    for p in list(sys.path_importer_cache):
-        if p in ("/mnt/data", "/tmp", os.path.dirname(src)) or p.startswith("/tmp/"):
-            del sys.path_importer_cache[p]
-    importlib.invalidate_caches()
-    linecache.clearcache()
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)), encoding="utf-8")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8", write_through=True)
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), encoding="utf-8",
-                                                  errors="backslashreplace", write_through=True)
-    # Fresh randomness: the template's generator states are shared by every child.
-    random.seed()
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed()
-    main = types.ModuleType("__main__")
+    sys.stdin, sys.stdout, sys.stderr = stdio
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = stdio
     main.__file__ = src
-    main.__builtins__ = builtins
-    main.__cached__ = None
     sys.modules["__main__"] = main
+    gc.enable()
     status = 0
     try:
         with open(src, "rb") as f:
@@ -229,7 +244,9 @@ def run_code(req):
             status = exit_status(e)
         except BaseException as e:
             # Drop this frame: the traceback starts in the user's module.
-            sys.excepthook(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+            if e.__traceback__ is not None:
+                e.__traceback__ = e.__traceback__.tb_next
+            sys.excepthook(type(e), e, e.__traceback__)
             status = 1
     try:
         import threading
@@ -267,6 +284,7 @@ def exit_status(e):
 def child_main(sock, progs):
     try:
         child_setup()
+        main, stdio = child_prepare()
         send_frame(sock, {"ready": True})
         head = socket.recv_fds(sock, 4, 4)
         data, fds = head[0], head[1]
@@ -285,7 +303,7 @@ def child_main(sock, progs):
         finally:
             os._exit(125)
     sock.close()
-    run_code(req)
+    run_code(req, main, stdio)
 
 
 # ---- the template ----
@@ -302,6 +320,11 @@ def main():
         exec(compile(cfg.get("preload", ""), "<preload>", "exec"), {"__name__": "__preload__"})
     except BaseException as e:
         preload_err = "%s: %s" % (type(e).__name__, e)
+    # Everything imported so far stays out of the collector's reach: a
+    # collection in a child would otherwise touch (and copy) every page.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     threads = len(os.listdir("/proc/self/task"))
     ctrl.send(json.dumps({"ready": True, "threads": threads, "preload_error": preload_err}).encode())
     if threads != 1:
@@ -326,6 +349,7 @@ def main():
                 # namespace for children to ours, then unshare a new one.
                 _check(libc.setns(own_pidns, CLONE_NEWPID), "setns pid")
                 _check(libc.unshare(CLONE_NEWPID), "unshare pid")
+                gc.freeze()
                 pid = os.fork()
                 if pid == 0:
                     sock = socket.socket(fileno=fds[0])

@@ -1,0 +1,377 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// gv returns a fresh gVisor sandbox, closed at the end of the test. Without
+// runsc the tests skip, except in CI, where its absence is a failure.
+func gv(t *testing.T) *GVisor {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("runsc"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("runsc is not installed (Debian package runsc)")
+		}
+		t.Skip("runsc not installed")
+	}
+	runDir := testRunDir + "-gvisor-" + t.Name()
+	var log *slog.Logger
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	g, err := NewGVisor(GVisorConfig{LinuxConfig: LinuxConfig{RunDir: runDir, Slots: 2, Logger: log}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Close(); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(runDir)
+	})
+	return g
+}
+
+func grun(t *testing.T, s Sandbox, spec Spec) runOut {
+	t.Helper()
+	ro, err := gtryRun(t, context.Background(), s, spec)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return ro
+}
+
+func gtryRun(t *testing.T, ctx context.Context, s Sandbox, spec Spec) (runOut, error) {
+	t.Helper()
+	if spec.Workdir == "" {
+		dir, release, err := s.NewWorkdir(16 << 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		heldWorkdirs.Store(dir, true)
+		t.Cleanup(func() {
+			if err := release(); err != nil {
+				t.Error(err)
+			}
+			heldWorkdirs.Delete(dir)
+		})
+		spec.Workdir = dir
+	}
+	if spec.Env == nil {
+		spec.Env = baseEnv
+	}
+	if spec.Limits.WallTime == 0 {
+		spec.Limits.WallTime = 20 * time.Second
+	}
+	var out, errb bytes.Buffer
+	spec.Stdout, spec.Stderr = &out, &errb
+	res, err := s.Run(ctx, spec)
+	return runOut{Result: res, Stdout: out.String(), Stderr: errb.String(), Workdir: spec.Workdir}, err
+}
+
+// heldWorkdirs are the tests' own workdirs (released at test cleanup).
+var heldWorkdirs sync.Map
+
+// gvisorLeftovers lists what of the instance exists on the host besides
+// its root, its lock and the tests' workdirs: its slots' cgroups and their
+// processes, mounts, run directories.
+func gvisorLeftovers(g *GVisor) []string {
+	var out []string
+	ctrls, _ := os.ReadDir(cgroupRoot)
+	for slot := 0; slot < g.cfg.Slots; slot++ {
+		rel := fmt.Sprintf("/%s/%d/s%d", g.cfg.CgroupParent, g.base.instance, slot)
+		for _, c := range ctrls {
+			if _, err := os.Stat(filepath.Join(cgroupRoot, c.Name(), rel)); err == nil {
+				out = append(out, "cgroup "+c.Name()+rel)
+			}
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
+		for _, p := range procs {
+			data, _ := os.ReadFile(p)
+			if bytes.Contains(data, []byte(":"+rel+"\n")) {
+				out = append(out, "process "+p)
+			}
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], g.base.workRoot+"/") {
+			if _, held := heldWorkdirs.Load(f[4]); !held {
+				out = append(out, "mount "+f[4])
+			}
+		}
+	}
+	ents, _ := os.ReadDir(g.base.workRoot)
+	for _, e := range ents {
+		if _, held := heldWorkdirs.Load(filepath.Join(g.base.workRoot, e.Name())); e.Name() != "rootfs" && !held {
+			out = append(out, "file "+e.Name())
+		}
+	}
+	return out
+}
+
+func gwantClean(t *testing.T, g *GVisor) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for len(gvisorLeftovers(g)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l := gvisorLeftovers(g); len(l) > 0 {
+		t.Fatalf("left behind: %v", l)
+	}
+}
+
+func TestGVisorEchoExitEnvIdentity(t *testing.T) {
+	g := gv(t)
+	r := grun(t, g, Spec{Steps: sh("echo hello; echo oops >&2; exit 3")})
+	wantStatus(t, r, StatusError)
+	if r.Stdout != "hello\n" || r.Stderr != "oops\n" || r.ExitCode != 3 || r.FailedStep != "run" {
+		t.Fatalf("got %+v", r)
+	}
+	env := []string{"PATH=/usr/bin:/bin", "FOO=bar baz", "EMPTY="}
+	r = grun(t, g, Spec{Env: env, Steps: []Step{{Name: "run", Argv: []string{"env"}}}})
+	wantStatus(t, r, StatusOK)
+	if got := strings.Split(strings.TrimSuffix(r.Stdout, "\n"), "\n"); !slices.Equal(got, env) {
+		t.Fatalf("env inside = %q, want %q", got, env)
+	}
+	r = grun(t, g, Spec{Steps: sh("grep -E '^(Uid|Gid|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status; id -G; hostname")})
+	wantStatus(t, r, StatusOK)
+	for _, want := range []string{"Uid:\t1000\t1000\t1000\t1000", "Gid:\t1000\t1000\t1000\t1000", "CapEff:\t0000000000000000",
+		"CapPrm:\t0000000000000000", "CapBnd:\t0000000000000000", "\n1000\n", "sandbox\n"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("missing %q in:\n%s", want, r.Stdout)
+		}
+	}
+	if r.CPUTime <= 0 || r.MemoryPeak <= 0 || r.WallTime <= 0 {
+		t.Errorf("no accounting: %+v", r.Result)
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorStepsFilesStdin(t *testing.T) {
+	g := gv(t)
+	r := grun(t, g, Spec{
+		Files: []File{{Path: "/tmp/src/a.sh", Data: []byte("echo from-file; cat; touch /mnt/data/out.txt\n"), Mode: 0o755}},
+		Steps: []Step{
+			{Name: "compile", Argv: []string{"sh", "-c", "cp /tmp/src/a.sh /tmp/b.sh && python3 -c 'import os; s = os.stat(\"/tmp/src/a.sh\"); print(s.st_uid, oct(s.st_mode))'"}},
+			{Name: "run", Argv: []string{"/bin/sh", "/tmp/b.sh"}, Stdin: []byte("from stdin\n")},
+		}})
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "1000 0o100755\nfrom-file\nfrom stdin\n" {
+		t.Fatalf("stdout %q stderr %q", r.Stdout, r.Stderr)
+	}
+	fi, err := os.Stat(filepath.Join(r.Workdir, "out.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != sandboxUID {
+		t.Fatalf("out.txt owned by %d", st.Uid)
+	}
+	r = grun(t, g, Spec{Steps: []Step{{Name: "run", Argv: []string{"no-such-command"}}}})
+	wantStatus(t, r, StatusError)
+	if r.ExitCode != 127 {
+		t.Fatalf("not found: %+v %q", r.Result, r.Stderr)
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorFilesystem(t *testing.T) {
+	g := gv(t)
+	code := `import os
+for p in ["/usr/x", "/etc/x", "/x", "/bin/x", "/proc/sys/kernel/hostname", "/dev/x", "/sys/x"]:
+    try:
+        open(p, "w").write("x"); print("WROTE", p)
+    except OSError:
+        pass
+for p in ["/etc/shadow", "/root", "/home", "/run", "/sys/kernel", "/sys/fs", "` + g.base.workRoot + `", "` + testRunDir + `"]:
+    if os.path.exists(p): print("VISIBLE", p)
+print(sorted(os.listdir("/")))
+print(sorted(os.listdir("/tmp")))
+print(len([p for p in os.listdir("/proc") if p.isdigit()]))
+open("/tmp/t", "w").write("ok"); open("/mnt/data/t", "w").write("ok")
+print("writable")
+`
+	r := grun(t, g, Spec{Steps: py(code)})
+	wantStatus(t, r, StatusOK)
+	if strings.Contains(r.Stdout, "WROTE") || strings.Contains(r.Stdout, "VISIBLE") || !strings.HasSuffix(r.Stdout, "writable\n") {
+		t.Fatalf("%s\n%s", r.Stdout, r.Stderr)
+	}
+	if !strings.Contains(r.Stdout, "\n[]\n") {
+		t.Fatalf("/tmp not private and empty: %s", r.Stdout)
+	}
+	// /tmp is capped at DiskBytes.
+	r = grun(t, g, Spec{Limits: Limits{DiskBytes: 8 << 20}, Steps: sh("dd if=/dev/zero of=/tmp/big bs=1M count=20 2>&1 | grep -c 'No space left'")})
+	if r.Stdout != "1\n" {
+		t.Fatalf("/tmp not capped: %+v %q %q", r.Result, r.Stdout, r.Stderr)
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorNoNetwork(t *testing.T) {
+	g := gv(t)
+	code := `import socket
+for fam, addr in ((socket.AF_INET, ("1.1.1.1", 80)), (socket.AF_INET, ("127.0.0.1", 22)), (socket.AF_INET6, ("::1", 22))):
+    try:
+        s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(2); s.connect(addr); print("CONNECTED", addr)
+    except OSError as e:
+        print("blocked")
+print(sorted(n for _, n in socket.if_nameindex()))
+`
+	r := grun(t, g, Spec{Steps: py(code)})
+	wantStatus(t, r, StatusOK)
+	if strings.Contains(r.Stdout, "CONNECTED") || strings.Count(r.Stdout, "blocked") != 3 {
+		t.Fatalf("network: %s %s", r.Stdout, r.Stderr)
+	}
+}
+
+func TestGVisorMemoryLimit(t *testing.T) {
+	g := gv(t)
+	r := grun(t, g, Spec{Limits: Limits{MemoryBytes: 128 << 20}, Steps: py("x = []\nwhile True: x.append(bytearray(8 << 20))")})
+	wantStatus(t, r, StatusMemory)
+	if r.ExitCode == 0 || r.MemoryPeak > 140<<20 {
+		t.Fatalf("%+v", r.Result)
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorTimeouts(t *testing.T) {
+	g := gv(t)
+	start := time.Now()
+	r := grun(t, g, Spec{Limits: Limits{WallTime: 1500 * time.Millisecond}, Steps: sh("sleep 30 & sleep 30")})
+	wantStatus(t, r, StatusTimeout)
+	if d := time.Since(start); d > 5*time.Second || r.Signal != "SIGKILL" {
+		t.Fatalf("wall timeout after %v: %+v", d, r.Result)
+	}
+	r = grun(t, g, Spec{Steps: []Step{{Name: "compile", Argv: []string{"sleep", "30"}, Timeout: time.Second}, {Name: "run", Argv: []string{"true"}}}})
+	wantStatus(t, r, StatusTimeout)
+	if r.FailedStep != "compile" {
+		t.Fatalf("%+v", r.Result)
+	}
+	r = grun(t, g, Spec{Limits: Limits{CPUTime: time.Second}, Steps: py("while True: pass")})
+	wantStatus(t, r, StatusTimeout)
+	if r.CPUTime < 900*time.Millisecond {
+		t.Fatalf("killed before its CPU limit: %+v", r.Result)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ro, err := gtryRun(t, ctx, g, Spec{Steps: sh("sleep 30")})
+	if err != nil || ro.Status != StatusKilled {
+		t.Fatalf("cancel: %v %+v", err, ro.Result)
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorOutputFlood(t *testing.T) {
+	g := gv(t)
+	var w countingWriter
+	dir, release, err := g.NewWorkdir(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heldWorkdirs.Store(dir, true)
+	defer func() { release(); heldWorkdirs.Delete(dir) }()
+	start := time.Now()
+	res, err := g.Run(context.Background(), Spec{Workdir: dir, Env: baseEnv, Stdout: &w, Stderr: &w,
+		Limits: Limits{OutputBytes: 100 << 10, WallTime: 20 * time.Second}, Steps: sh("yes AAAAAAAAAAAAAAAA & yes BBBB >&2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != StatusOutputLimit || w.n != 100<<10 || time.Since(start) > 10*time.Second {
+		t.Fatalf("%+v, %d bytes after %v", res, w.n, time.Since(start))
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorForkBomb(t *testing.T) {
+	g := gv(t)
+	r := grun(t, g, Spec{Limits: Limits{Pids: 32, WallTime: 10 * time.Second},
+		Steps: sh("bomb() { bomb | bomb & }; bomb; sleep 2; echo survived")})
+	if !strings.Contains(r.Stderr, "Resource temporarily unavailable") && r.Status != StatusTimeout {
+		t.Fatalf("fork bomb: %+v %.500q", r.Result, r.Stderr)
+	}
+	gwantClean(t, g)
+}
+
+func TestGVisorConcurrentAndCleanStart(t *testing.T) {
+	g := gv(t)
+	var wg sync.WaitGroup
+	outs := make([]string, 4)
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ro, err := gtryRun(t, context.Background(), g, Spec{Steps: sh(fmt.Sprintf("echo %d > /mnt/data/n; cat /mnt/data/n", i))})
+			if err != nil {
+				t.Error(err)
+			}
+			outs[i] = ro.Stdout
+		}()
+	}
+	wg.Wait()
+	for i, o := range outs {
+		if o != fmt.Sprintf("%d\n", i) {
+			t.Fatalf("run %d: %q", i, o)
+		}
+	}
+	gwantClean(t, g)
+}
+
+// A sandbox left running by a killed server is removed by the next start.
+func TestGVisorCleanOnStart(t *testing.T) {
+	gv(t) // skips without runsc
+	runDir := testRunDir + "-gvisor-crash"
+	defer os.RemoveAll(runDir)
+	cfg := GVisorConfig{LinuxConfig: LinuxConfig{RunDir: runDir, Slots: 1}}
+	g1, err := NewGVisor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gtryRun(t, ctx, g1, Spec{Steps: sh("sleep 60")})
+	}()
+	// Wait until the sentry runs, then "crash": drop the instance lock
+	// without any cleanup.
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(gvisorLeftovers(g1), func(s string) bool { return strings.HasPrefix(s, "process") }) {
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	instance := g1.base.instance
+	g1.base.lock.Close()
+	g2, err := NewGVisor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if g2.base.instance != instance {
+		t.Fatalf("instance %d, want %d", g2.base.instance, instance)
+	}
+	<-done
+	cancel()
+	gwantClean(t, g2)
+	r := grun(t, g2, Spec{Steps: sh("echo ok")})
+	wantStatus(t, r, StatusOK)
+}

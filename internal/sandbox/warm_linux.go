@@ -1,0 +1,1043 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+//go:embed zygote.py
+var zygoteSource []byte
+
+const (
+	zygoteDir = "/tmp/.zygote"
+	// warmWait is how long a run waits for a busy template to free up
+	// before it runs cold instead.
+	warmWait = 250 * time.Millisecond
+	// templateMemory bounds a template's own cgroup (the interpreter with
+	// its preloaded modules, plus children until they are moved out).
+	templateMemory = 1 << 30
+	templatePids   = 64
+)
+
+// warmPool keeps, per template slot, a warm Python template with parked,
+// isolated children (see zygote.py). A run takes a parked child of an idle
+// template: the child is already in fresh namespaces and its own cgroup,
+// so what is left on the request path is mounting /tmp and /mnt/data,
+// writing the code, dropping privileges and running it.
+type warmPool struct {
+	l       *Linux
+	cfg     WarmConfig
+	seccomp [][]byte
+	tmpls   []*template
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex // guards the fields below and every template's spares/busy/alive
+	changed chan struct{}
+	limits  Limits // limits new spares' cgroups are made with
+}
+
+// template is one template slot's state.
+type template struct {
+	p    *warmPool
+	slot int
+
+	// Guarded by p.mu.
+	spares []*spare
+	busy   bool // a run is using one of its children
+	alive  bool // the template is up and has finished its preload
+
+	wake chan struct{} // a spare was taken: fork another
+
+	// Valid while the template process lives.
+	procMu  sync.Mutex // guards cmd against kill from close
+	cmd     *exec.Cmd
+	ctrl    *net.UnixConn
+	cg      runCgroup
+	release func() error // its workdir
+	ready   chan templateMsg
+	forked  chan int
+	dead    chan struct{}
+	forkMu  sync.Mutex
+	exitsMu sync.Mutex
+	exits   map[int]chan syscall.WaitStatus // by pid in the template's namespace
+	cgIDs   []bool                          // child cgroup ids in use
+}
+
+// spare is a parked child: isolated, in its own cgroup, waiting for code.
+type spare struct {
+	t       *template
+	tpid    int
+	pidfd   int
+	conn    *net.UnixConn
+	cg      runCgroup
+	cgID    int
+	limits  Limits
+	exit    chan syscall.WaitStatus
+	destroy sync.Once
+}
+
+type templateMsg struct {
+	Ready        bool   `json:"ready"`
+	Threads      int    `json:"threads"`
+	PreloadError string `json:"preload_error"`
+	Forked       int    `json:"forked"`
+	Exit         int    `json:"exit"`
+	Status       uint32 `json:"status"`
+	Error        string `json:"error"`
+}
+
+// warmRequest is what a parked child receives (with its four descriptors:
+// workdir mount, stdin, stdout, stderr).
+type warmRequest struct {
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Files   []File   `json:"files"`
+	Disk    int64    `json:"disk"`
+	FSize   int64    `json:"fsize"`
+	CPUSecs int64    `json:"cpu_secs"`
+}
+
+// warmCgroupID names the cgroups of template slot slot: k == 0 is the
+// template's own, k >= 1 its children's. The ids sit far above real slot
+// numbers, so the tree's per-slot naming keeps them apart.
+func warmCgroupID(slot, k int) int { return 1000*(slot+1) + k }
+
+// templateRootUID is the host uid of root inside template slot slot. It
+// lies above every instance's range (UIDBase + MaxInstances*MaxSlots*65536,
+// one uid per instance and slot), so that the instance's ranges only ever
+// hold processes of executions: leftover checks and the startup sweep of a
+// range never meet a live template. Templates need no sweep: they die with
+// their init, which dies with the server (Pdeathsig).
+func (l *Linux) templateRootUID(slot int) uint32 {
+	return l.instanceRange(l.cfg.MaxInstances) + uint32(l.instance*MaxSlots+slot)
+}
+
+func newWarmPool(l *Linux, cfg WarmConfig) (*warmPool, error) {
+	if cfg.Interpreter == "" {
+		cfg.Interpreter = "/usr/bin/python3"
+	}
+	if cfg.Preload == "" {
+		cfg.Preload = DefaultPreload
+	}
+	if cfg.Spares <= 0 {
+		cfg.Spares = 2
+	}
+	if l.cfg.Slots+cfg.Python > MaxSlots {
+		return nil, fmt.Errorf("sandbox: %d slots and %d warm slots exceed %d", l.cfg.Slots, cfg.Python, MaxSlots)
+	}
+	if uint64(l.instanceRange(l.cfg.MaxInstances))+uint64(l.cfg.MaxInstances*MaxSlots) > 1<<32-2 {
+		return nil, errors.New("sandbox: UIDBase too high for the warm templates' uids")
+	}
+	lo := l.instanceRange(l.cfg.MaxInstances)
+	if err := checkSubIDOverlap(lo, lo+uint32(l.cfg.MaxInstances*MaxSlots)); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(cfg.Interpreter); err != nil {
+		return nil, fmt.Errorf("sandbox: warm pool: %w", err)
+	}
+	progs, err := seccompPrograms(false)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: warm pool seccomp: %w", err)
+	}
+	p := &warmPool{l: l, cfg: cfg, seccomp: progs, stop: make(chan struct{}), changed: make(chan struct{}),
+		limits: cfg.Limits.WithDefaults()}
+	for i := 0; i < cfg.Python; i++ {
+		t := &template{p: p, slot: l.cfg.Slots + i, wake: make(chan struct{}, 1)}
+		p.tmpls = append(p.tmpls, t)
+		p.wg.Add(1)
+		go t.loop()
+	}
+	return p, nil
+}
+
+func (p *warmPool) close() {
+	close(p.stop)
+	for _, t := range p.tmpls {
+		t.kill()
+	}
+	p.wg.Wait()
+}
+
+// broadcast wakes runs waiting for a template; p.mu must be held.
+func (p *warmPool) broadcast() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *warmPool) describe() map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ready := 0
+	for _, t := range p.tmpls {
+		if t.alive {
+			ready++
+		}
+	}
+	return map[string]any{"python": map[string]any{"templates": len(p.tmpls), "ready": ready, "spares": p.cfg.Spares,
+		"interpreter": p.cfg.Interpreter,
+		"isolation":   "per run: forked child, pid 1 of fresh pid/mnt/ipc/uts/net namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once"}}
+}
+
+// serves reports whether spec is exactly a run the pool can serve.
+func (p *warmPool) serves(spec Spec, lim Limits) bool {
+	if len(spec.Steps) != 1 || lim.Network || !slices.Equal(spec.Env, p.cfg.Env) {
+		return false
+	}
+	argv := spec.Steps[0].Argv
+	if len(argv) < 3 || argv[0] != p.cfg.Interpreter || argv[1] != "-u" {
+		return false
+	}
+	for _, f := range spec.Files {
+		if f.Path == argv[2] {
+			return true
+		}
+	}
+	return false
+}
+
+// acquire takes a parked child of an idle template, waiting up to warmWait
+// for one; nil means "run cold".
+func (p *warmPool) acquire(ctx context.Context) *spare {
+	timer := time.NewTimer(warmWait)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		anyAlive := false
+		for _, t := range p.tmpls {
+			anyAlive = anyAlive || t.alive
+			if t.alive && !t.busy && len(t.spares) > 0 {
+				sp := t.spares[0]
+				t.spares = t.spares[1:]
+				t.busy = true
+				p.mu.Unlock()
+				select {
+				case t.wake <- struct{}{}:
+				default:
+				}
+				return sp
+			}
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		if !anyAlive {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (p *warmPool) release(t *template) {
+	p.mu.Lock()
+	t.busy = false
+	p.broadcast()
+	p.mu.Unlock()
+}
+
+// ---- template lifecycle ----
+
+// loop keeps the template up: start, keep spares parked, restart with
+// backoff when it dies, until the pool stops.
+func (t *template) loop() {
+	defer t.p.wg.Done()
+	backoff := time.Second
+	for {
+		err := t.start()
+		if err == nil {
+			backoff = time.Second
+			err = t.fill()
+		}
+		t.teardown()
+		select {
+		case <-t.p.stop:
+			return
+		default:
+		}
+		t.p.l.log.Warn("warm template restarting", "slot", t.slot, "err", err, "backoff", backoff)
+		select {
+		case <-t.p.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (t *template) start() error {
+	l, p := t.p.l, t.p
+	t.ready, t.forked, t.dead = make(chan templateMsg, 1), make(chan int, 1), make(chan struct{})
+	t.exits = map[int]chan syscall.WaitStatus{}
+	t.cgIDs = make([]bool, 2*p.cfg.Spares+2)
+	// The template's /mnt/data is an empty, read-only-to-it directory (no
+	// mount: every child replaces it with its request's workdir).
+	dir := filepath.Join(l.workRoot, "t"+strconv.Itoa(t.slot))
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	t.release = func() error { return os.Remove(dir) }
+	cg, err := l.cg.newRun(warmCgroupID(t.slot, 0), cgroupLimits{memory: templateMemory, pids: templatePids, cpus: l.cfg.CPUs})
+	if err != nil {
+		return err
+	}
+	t.cg = cg
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ctrlInit := os.NewFile(uintptr(pair[1]), "template-ctrl")
+	defer ctrlInit.Close()
+	if t.ctrl, err = fileConn(pair[0]); err != nil {
+		return err
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+	evR, evW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer evW.Close()
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		evR.Close()
+		return err
+	}
+	defer logW.Close()
+	go t.logOutput(logR)
+	go t.logEvents(evR)
+
+	inside := int(l.hostID(t.slot))
+	uidMap := []syscall.SysProcIDMap{
+		{ContainerID: 0, HostID: int(l.templateRootUID(t.slot)), Size: 1},
+		{ContainerID: 1, HostID: inside + 1, Size: idRange - 1},
+	}
+	cmd := &exec.Cmd{
+		Path:       fmt.Sprintf("/proc/self/fd/%d", l.exe.Fd()),
+		Args:       []string{initArg0},
+		Env:        []string{"GORACE=atexit_sleep_ms=0"},
+		Stdout:     logW,
+		Stderr:     logW,
+		ExtraFiles: []*os.File{cfgR, evW, ctrlInit}, // initConfigFD, initEventFD, templateCtrlFD
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC |
+				unix.CLONE_NEWUTS | unix.CLONE_NEWNET,
+			UidMappings:                uidMap,
+			GidMappings:                uidMap,
+			GidMappingsEnableSetgroups: true,
+			Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
+			Pdeathsig:                  syscall.SIGKILL,
+		},
+	}
+	if fd := cg.cgroupFD(); fd >= 0 {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	}
+	t.procMu.Lock()
+	t.cmd = cmd
+	t.procMu.Unlock()
+	if err := cmd.Start(); err != nil {
+		t.procMu.Lock()
+		t.cmd = nil
+		t.procMu.Unlock()
+		return fmt.Errorf("start template init: %w", err)
+	}
+	ctrl := t.ctrl
+	go func() {
+		_ = cmd.Wait()
+		ctrl.Close() // wakes the reader, which marks the template dead
+	}()
+	go t.read()
+	if err := cg.addProc(cmd.Process.Pid); err != nil {
+		return err
+	}
+	zcfg, err := json.Marshal(map[string]any{"seccomp": p.seccomp, "preload": p.cfg.Preload})
+	if err != nil {
+		return err
+	}
+	env := append(slices.Clone(p.cfg.Env),
+		// The template must stay single-threaded to fork safely.
+		"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1")
+	icfg := initConfig{
+		Workdir: dir, RootFS: l.cfg.RootFS, Env: env, Template: true,
+		Files: []File{
+			{Path: zygoteDir + "/zygote.py", Data: zygoteSource},
+			{Path: zygoteDir + "/config.json", Data: zcfg},
+		},
+		Steps: []initStep{{Name: "template", Argv: []string{p.cfg.Interpreter, "-u", zygoteDir + "/zygote.py"}}},
+		// No file-size cap on the template: its children set their own
+		// (they may lower a limit, never raise it).
+		DiskBytes: 64 << 20, FileBytes: math.MaxInt64,
+	}
+	if err := json.NewEncoder(cfgW).Encode(&icfg); err != nil {
+		return fmt.Errorf("send template config: %w", err)
+	}
+	cfgW.Close()
+	select {
+	case m := <-t.ready:
+		if m.Threads != 1 {
+			return fmt.Errorf("template has %d threads after its preload; refusing to fork it", m.Threads)
+		}
+		if m.PreloadError != "" {
+			l.log.Warn("warm template preload failed", "slot", t.slot, "err", m.PreloadError)
+		}
+	case <-t.dead:
+		return errors.New("template died during its preload")
+	case <-time.After(5 * time.Minute):
+		return errors.New("template preload timed out")
+	case <-p.stop:
+		return errors.New("stopping")
+	}
+	p.mu.Lock()
+	t.alive = true
+	p.mu.Unlock()
+	return nil
+}
+
+// read dispatches the template's messages until its socket closes.
+func (t *template) read() {
+	defer func() {
+		t.exitsMu.Lock()
+		for pid, ch := range t.exits {
+			close(ch)
+			delete(t.exits, pid)
+		}
+		t.exitsMu.Unlock()
+		close(t.dead)
+	}()
+	buf := make([]byte, 4096)
+	for {
+		n, err := t.ctrl.Read(buf)
+		if err != nil || n == 0 {
+			return
+		}
+		var m templateMsg
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			t.p.l.log.Error("warm template: bad message", "slot", t.slot, "err", err)
+			return
+		}
+		switch {
+		case m.Ready:
+			t.ready <- m
+		case m.Forked > 0:
+			t.exitsMu.Lock()
+			t.exits[m.Forked] = make(chan syscall.WaitStatus, 1)
+			t.exitsMu.Unlock()
+			t.forked <- m.Forked
+		case m.Exit > 0:
+			t.exitsMu.Lock()
+			ch := t.exits[m.Exit]
+			delete(t.exits, m.Exit)
+			t.exitsMu.Unlock()
+			if ch != nil {
+				ch <- syscall.WaitStatus(m.Status)
+			}
+		case m.Error != "":
+			t.p.l.log.Error("warm template", "slot", t.slot, "err", m.Error)
+			t.forked <- -1
+		}
+	}
+}
+
+func (t *template) logOutput(r io.ReadCloser) {
+	defer r.Close()
+	sc := bufio.NewScanner(io.LimitReader(r, 1<<20))
+	for sc.Scan() {
+		t.p.l.log.Warn("warm template output", "slot", t.slot, "line", sc.Text())
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+func (t *template) logEvents(r io.ReadCloser) {
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var ev initEvent
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && (ev.Event == "fatal" || ev.Event == "exit") {
+			t.p.l.log.Warn("warm template init", "slot", t.slot, "event", ev.Event, "err", ev.Err, "exit", ev.Exit)
+		}
+	}
+}
+
+// fill keeps Spares children parked until the template dies or the pool stops.
+func (t *template) fill() error {
+	p := t.p
+	for {
+		p.mu.Lock()
+		need := len(t.spares) < p.cfg.Spares
+		p.mu.Unlock()
+		if need {
+			sp, err := t.forkSpare()
+			if err != nil {
+				return err
+			}
+			p.mu.Lock()
+			t.spares = append(t.spares, sp)
+			p.broadcast()
+			p.mu.Unlock()
+			continue
+		}
+		select {
+		case <-t.wake:
+		case <-t.dead:
+			return errors.New("template died")
+		case <-p.stop:
+			return nil
+		}
+	}
+}
+
+// forkSpare has the template fork a child, waits for it to be isolated and
+// parked, and moves it into a fresh cgroup of its own: the cgroup v1
+// migration stall is paid here, off the request path.
+func (t *template) forkSpare() (_ *spare, err error) {
+	p := t.p
+	p.mu.Lock()
+	lim := p.limits
+	p.mu.Unlock()
+	sp := &spare{t: t, pidfd: -1, cgID: -1, limits: lim}
+	defer func() {
+		if err != nil {
+			sp.close()
+		}
+	}()
+	if sp.cgID, sp.cg, err = t.newChildCgroup(lim); err != nil {
+		return nil, err
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetsockoptInt(pair[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(pair[0])
+		unix.Close(pair[1])
+		return nil, err
+	}
+	if sp.conn, err = fileConn(pair[0]); err != nil {
+		unix.Close(pair[1])
+		return nil, err
+	}
+	t.forkMu.Lock()
+	_, _, err = t.ctrl.WriteMsgUnix([]byte(`{"op":"fork"}`), unix.UnixRights(pair[1]), nil)
+	unix.Close(pair[1])
+	if err == nil {
+		select {
+		case sp.tpid = <-t.forked:
+		case <-t.dead:
+			err = errors.New("template died")
+		case <-time.After(10 * time.Second):
+			err = errors.New("template did not fork")
+		}
+	}
+	t.forkMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if sp.tpid <= 0 {
+		return nil, errors.New("template failed to fork")
+	}
+	t.exitsMu.Lock()
+	sp.exit = t.exits[sp.tpid]
+	t.exitsMu.Unlock()
+	if sp.exit == nil { // the template died meanwhile
+		return nil, errors.New("template died")
+	}
+	// The kernel stamps the child's message with its pid as seen here.
+	_ = sp.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	msg, pid, err := readFrame(sp.conn, true)
+	_ = sp.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("warm child: %w", err)
+	}
+	var m struct {
+		Ready bool   `json:"ready"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(msg, &m); err != nil || !m.Ready || pid <= 0 {
+		return nil, fmt.Errorf("warm child setup failed: %s (pid %d)", m.Error, pid)
+	}
+	// The child is blocked reading its socket, so pid is still it.
+	if sp.pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+		return nil, err
+	}
+	if err := sp.cg.addProc(pid); err != nil {
+		return nil, fmt.Errorf("warm child cgroup: %w", err)
+	}
+	return sp, nil
+}
+
+func (t *template) newChildCgroup(lim Limits) (int, runCgroup, error) {
+	t.p.mu.Lock()
+	id := slices.Index(t.cgIDs, false)
+	if id >= 0 {
+		t.cgIDs[id] = true
+	}
+	t.p.mu.Unlock()
+	if id < 0 {
+		return -1, nil, errors.New("no free child cgroup id")
+	}
+	cg, err := t.p.l.cg.newRun(warmCgroupID(t.slot, id+1), childLimits(t.p.l, lim))
+	if err != nil {
+		t.freeCgID(id)
+		return -1, nil, err
+	}
+	return id, cg, nil
+}
+
+func (t *template) freeCgID(id int) {
+	t.p.mu.Lock()
+	if id >= 0 && id < len(t.cgIDs) {
+		t.cgIDs[id] = false
+	}
+	t.p.mu.Unlock()
+}
+
+func childLimits(l *Linux, lim Limits) cgroupLimits {
+	return cgroupLimits{memory: lim.MemoryBytes, pids: int64(lim.Pids), cpus: l.cfg.CPUs}
+}
+
+func (t *template) kill() {
+	t.procMu.Lock()
+	defer t.procMu.Unlock()
+	if t.cmd != nil && t.cmd.Process != nil {
+		_ = t.cmd.Process.Kill()
+	}
+}
+
+// teardown kills the template (its pid namespace takes every parked child
+// along) and removes its cgroups and workdir.
+func (t *template) teardown() {
+	p := t.p
+	p.mu.Lock()
+	t.alive = false
+	spares := t.spares
+	t.spares = nil
+	p.broadcast()
+	p.mu.Unlock()
+	t.kill()
+	if t.cmd != nil && t.cmd.Process != nil {
+		<-t.dead
+	}
+	for _, sp := range spares {
+		sp.close()
+	}
+	// A run may still hold a child of this template: wait for it.
+	for {
+		p.mu.Lock()
+		busy := t.busy
+		ch := p.changed
+		p.mu.Unlock()
+		if !busy {
+			break
+		}
+		<-ch
+	}
+	if t.cg != nil {
+		_ = t.cg.empty()
+		_ = t.cg.destroy()
+		t.cg = nil
+	}
+	if t.release != nil {
+		_ = t.release()
+		t.release = nil
+	}
+	t.procMu.Lock()
+	t.cmd = nil
+	t.procMu.Unlock()
+	if t.ctrl != nil {
+		t.ctrl.Close()
+		t.ctrl = nil
+	}
+}
+
+// close kills the child (if still there) and removes its cgroup.
+func (sp *spare) close() {
+	sp.destroy.Do(func() {
+		if sp.pidfd >= 0 {
+			_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0)
+			unix.Close(sp.pidfd)
+		}
+		if sp.conn != nil {
+			sp.conn.Close()
+		}
+		if sp.cg != nil {
+			if err := sp.cg.empty(); err != nil {
+				sp.t.p.l.log.Error("warm cgroup not empty", "err", err)
+			}
+			if err := sp.cg.destroy(); err != nil {
+				sp.t.p.l.log.Error("warm cgroup not removed", "err", err)
+			}
+		}
+		sp.t.freeCgID(sp.cgID)
+	})
+}
+
+// rehome moves the child into a fresh cgroup made with lim (a run whose
+// limits differ from those the spare was parked with).
+func (sp *spare) rehome(lim Limits) error {
+	id, cg, err := sp.t.newChildCgroup(lim)
+	if err != nil {
+		return err
+	}
+	pid, err := pidOfPidfd(sp.pidfd)
+	if err == nil {
+		err = cg.addProc(pid)
+	}
+	if err != nil {
+		_ = cg.destroy()
+		sp.t.freeCgID(id)
+		return err
+	}
+	_ = sp.cg.destroy()
+	sp.t.freeCgID(sp.cgID)
+	sp.cg, sp.cgID, sp.limits = cg, id, lim
+	return nil
+}
+
+// pidOfPidfd reads the pid a pidfd refers to (its fdinfo's Pid line).
+func pidOfPidfd(fd int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var pid int
+		if n, _ := fmt.Sscanf(sc.Text(), "Pid:\t%d", &pid); n == 1 && pid > 0 {
+			return pid, nil
+		}
+	}
+	return 0, errors.New("pidfd: process gone")
+}
+
+// ---- a run ----
+
+// run serves spec from the pool. ok false means "run it cold": the pool
+// does not serve this spec, has no child ready, or the child failed before
+// the code started.
+func (p *warmPool) run(ctx context.Context, spec Spec, lim Limits) (res Result, ok bool, err error) {
+	if !p.serves(spec, lim) {
+		return res, false, nil
+	}
+	sp := p.acquire(ctx)
+	if sp == nil {
+		return res, false, nil
+	}
+	defer p.release(sp.t)
+	defer sp.close()
+	res, started, err := p.exec(ctx, spec, lim, sp)
+	if !started && ctx.Err() == nil {
+		p.l.log.Warn("warm child failed before the code started; running cold", "slot", sp.t.slot, "err", err)
+		return Result{}, false, nil
+	}
+	return res, true, err
+}
+
+func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare) (res Result, started bool, err error) {
+	l := p.l
+	if lim.MemoryBytes != sp.limits.MemoryBytes || lim.Pids != sp.limits.Pids {
+		if err := sp.rehome(lim); err != nil {
+			return res, false, err
+		}
+		p.mu.Lock()
+		p.limits = lim // park the next ones with these
+		p.mu.Unlock()
+	}
+	if err := chownTree(spec.Workdir, int(l.hostID(sp.t.slot))+sandboxUID); err != nil {
+		return res, false, fmt.Errorf("sandbox: chown workdir: %w", err)
+	}
+	wd, err := unix.OpenTree(unix.AT_FDCWD, spec.Workdir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return res, false, fmt.Errorf("sandbox: clone workdir mount: %w", err)
+	}
+	defer unix.Close(wd)
+	st := spec.Steps[0]
+	stdin, err := stdinFD(st.Stdin)
+	if err != nil {
+		return res, false, err
+	}
+	defer unix.Close(stdin)
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return res, false, err
+	}
+	defer outR.Close()
+	defer outW.Close()
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return res, false, err
+	}
+	defer errR.Close()
+	defer errW.Close()
+
+	body, err := json.Marshal(warmRequest{
+		Argv: st.Argv, Env: spec.Env, Files: spec.Files, Disk: lim.DiskBytes, FSize: lim.FileBytes,
+		CPUSecs: int64((lim.CPUTime + time.Second - 1) / time.Second),
+	})
+	if err != nil {
+		return res, false, err
+	}
+	cpuAtStart, _ := sp.cg.cpuUsage()
+	wall := lim.WallTime
+	if st.Timeout > 0 && st.Timeout < wall {
+		wall = st.Timeout
+	}
+	start := time.Now()
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	rights := unix.UnixRights(wd, stdin, int(outW.Fd()), int(errW.Fd()))
+	if _, _, err := sp.conn.WriteMsgUnix(frame, rights, nil); err != nil {
+		return res, false, fmt.Errorf("sandbox: warm child: %w", err)
+	}
+	if _, err := sp.conn.Write(body); err != nil {
+		return res, false, fmt.Errorf("sandbox: warm child: %w", err)
+	}
+	outW.Close()
+	errW.Close()
+
+	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
+	var pumps sync.WaitGroup
+	pumps.Add(2)
+	go func() { defer pumps.Done(); sink.pump(outR, 0) }()
+	go func() { defer pumps.Done(); sink.pump(errR, 1) }()
+	// The child reports "started" (or its setup error) and closes its socket.
+	report := make(chan string, 1)
+	go func() {
+		msg, _, err := readFrame(sp.conn, false)
+		var m struct {
+			Started bool   `json:"started"`
+			Error   string `json:"error"`
+		}
+		switch {
+		case err != nil:
+			report <- "no report: " + err.Error()
+		case json.Unmarshal(msg, &m) != nil || !m.Started:
+			report <- "setup failed: " + m.Error
+		default:
+			report <- ""
+		}
+	}()
+
+	timer := time.NewTimer(wall)
+	defer timer.Stop()
+	tick := time.NewTicker(cpuPoll)
+	defer tick.Stop()
+	var (
+		reason    Status
+		cpuKilled bool
+		ws        syscall.WaitStatus
+		exited    bool
+		setupErr  = "no report"
+		reported  bool
+		tStarted  time.Duration
+		ctxDone   = ctx.Done()
+		overflow  = sink.overflow
+	)
+	kill := func(r Status) {
+		if reason == "" {
+			reason = r
+			_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0) // pid 1: its namespace dies too
+		}
+	}
+loop:
+	for {
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			kill(StatusKilled)
+		case <-timer.C:
+			kill(StatusTimeout)
+		case <-overflow:
+			overflow = nil
+			kill(StatusOutputLimit)
+		case s := <-report:
+			tStarted = time.Since(start)
+			setupErr, reported = s, true
+			started = s == ""
+			report = nil
+		case <-tick.C:
+			if u, err := sp.cg.cpuUsage(); err == nil && u-cpuAtStart > lim.CPUTime {
+				cpuKilled = true
+				kill(StatusTimeout)
+			}
+		case s, ok := <-sp.exit:
+			ws, exited = s, ok
+			break loop
+		}
+	}
+	res.WallTime = time.Since(start)
+	tExit := res.WallTime
+	defer func() {
+		p.l.log.Debug("warm run", "slot", sp.t.slot, "started", tStarted, "exit", tExit, "done", time.Since(start))
+	}()
+	if !reported {
+		select {
+		case s := <-report:
+			setupErr, started = s, s == ""
+		case <-time.After(time.Second):
+		}
+	}
+	pumpsDone := make(chan struct{})
+	go func() { pumps.Wait(); close(pumpsDone) }()
+	select {
+	case <-pumpsDone:
+	case <-time.After(5 * time.Second):
+		outR.Close()
+		errR.Close()
+		<-pumpsDone
+	}
+	if err := sp.cg.empty(); err != nil {
+		return res, started, fmt.Errorf("sandbox: %w", err)
+	}
+	stats, err := sp.cg.stats()
+	if err != nil {
+		return res, started, fmt.Errorf("sandbox: cgroup stats: %w", err)
+	}
+	res.CPUTime, res.MemoryPeak = stats.cpu, stats.memPeak
+	if !started {
+		if reason != "" { // stopped from outside while setting up
+			res.Status, res.ExitCode, res.Signal, res.FailedStep = reason, 128+int(syscall.SIGKILL), "SIGKILL", st.Name
+			return res, reason == StatusKilled || reason == StatusTimeout, nil
+		}
+		return res, false, fmt.Errorf("sandbox: warm child %s", setupErr)
+	}
+	if !exited {
+		return res, true, errors.New("sandbox: warm template died during the run")
+	}
+	if ws.Signaled() {
+		res.Signal = unix.SignalName(ws.Signal())
+		res.ExitCode = 128 + int(ws.Signal())
+	} else {
+		res.ExitCode = ws.ExitStatus()
+	}
+	failed := res.ExitCode != 0
+	if failed {
+		res.FailedStep = st.Name
+	}
+	switch {
+	case reason == StatusKilled || reason == StatusOutputLimit:
+		res.Status = reason
+	case failed && stats.oomKills > 0:
+		res.Status = StatusMemory
+	case reason == StatusTimeout || cpuKilled:
+		res.Status = StatusTimeout
+	case ws.Signaled() && (ws.Signal() == syscall.SIGXCPU || ws.Signal() == syscall.SIGKILL && stats.cpu-cpuAtStart >= lim.CPUTime):
+		res.Status = StatusTimeout
+	case failed:
+		res.Status = StatusError
+	default:
+		res.Status = StatusOK
+	}
+	return res, true, nil
+}
+
+// readFrame reads one length-prefixed frame; with creds it also returns the
+// sender's pid from SCM_CREDENTIALS (SO_PASSCRED must be set).
+func readFrame(c *net.UnixConn, creds bool) ([]byte, int, error) {
+	var head [4]byte
+	pid := 0
+	got := 0
+	if creds {
+		oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+		n, oobn, _, _, err := c.ReadMsgUnix(head[:], oob)
+		if err != nil {
+			return nil, 0, err
+		}
+		got = n
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for i := range msgs {
+				if uc, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+					pid = int(uc.Pid)
+				}
+			}
+		}
+	}
+	if _, err := io.ReadFull(c, head[got:]); err != nil {
+		return nil, 0, err
+	}
+	n := binary.BigEndian.Uint32(head[:])
+	if n > 1<<20 {
+		return nil, 0, errors.New("frame too large")
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, 0, err
+	}
+	return body, pid, nil
+}
+
+// fileConn wraps a socket fd (taking ownership) as a *net.UnixConn, so
+// reads go through the poller and Close wakes them.
+func fileConn(fd int) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), "socket")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("not a unix socket")
+	}
+	return uc, nil
+}
+
+func (l *Linux) warmDescribe() map[string]any {
+	if l.warm == nil {
+		return map[string]any{"python": "disabled"}
+	}
+	return l.warm.describe()
+}
+
+// WaitWarm blocks until every warm template has a parked child (or ctx
+// ends): for tests and benchmarks that must exercise the warm path.
+func (l *Linux) WaitWarm(ctx context.Context) error {
+	if l.warm == nil {
+		return nil
+	}
+	for {
+		l.warm.mu.Lock()
+		ready := true
+		for _, t := range l.warm.tmpls {
+			ready = ready && t.alive && len(t.spares) > 0
+		}
+		ch := l.warm.changed
+		l.warm.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("sandbox: warm pool not ready: %w", ctx.Err())
+		}
+	}
+}
