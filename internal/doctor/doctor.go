@@ -88,8 +88,8 @@ func Print(w io.Writer, cs []Check) bool {
 		fmt.Fprintln(w, "\nThe native sandbox can run here.")
 	} else {
 		fmt.Fprintln(w, "\nThe native sandbox cannot run here. In Docker, the least privilege that works is:\n"+
-			"  --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined\n"+
-			"  --security-opt systempaths=unconfined --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw\n"+
+			"  --cap-drop ALL --cap-add SYS_ADMIN --cap-add SETUID --cap-add SETGID --cap-add CHOWN --cap-add DAC_OVERRIDE\n"+
+			"  --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined\n"+
 			"(see infra/codeexec/docker-compose.snippet.yml for why each is needed).")
 	}
 	return ok
@@ -121,7 +121,7 @@ func userns() Check {
 // writable.
 func cgroups() Check {
 	c := Check{Name: "cgroups", Required: true,
-		Fix: "mount cgroups read-write; in Docker: --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw (v1) or --cgroupns private with a writable cgroup2 (v2)"}
+		Fix: "mount the cgroup controllers read-write; in Docker the image's entrypoint remounts the container's own cgroup read-write (needs --cap-add SYS_ADMIN)"}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		c.Detail = err.Error()
