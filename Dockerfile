@@ -7,7 +7,7 @@
 #     --cap-drop ALL --cap-add SYS_ADMIN --cap-add SETUID --cap-add SETGID \
 #     --cap-add CHOWN --cap-add DAC_OVERRIDE \
 #     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-#     --security-opt systempaths=unconfined codeexec
+#     --security-opt no-new-privileges:true codeexec
 #
 # The sandbox needs those privileges to build its own namespaces and cgroups inside the
 # container; docs/integration.md ("Privileges") says why each one is there.
@@ -39,10 +39,18 @@ ARG CODEEXEC_GO_VERSION=
 ARG CODEEXEC_GO_SHA256=
 COPY --from=gomod /src/go.mod /src/go.mod
 COPY scripts/install-deps.sh scripts/packages.txt scripts/npm-packages.txt /src/scripts/
+# EXTRA_CA_CERTS: PEM certificates to trust in addition to Debian's (a TLS-intercepting
+# proxy between the build and the Go module proxy or npm). They stay trusted in the image.
+ARG EXTRA_CA_CERTS=
 # mkdir: the slim image has no man directories, and openjdk's postinst needs man1 for
-# its update-alternatives links.
-RUN mkdir -p /usr/share/man/man1 \
- && bash /src/scripts/install-deps.sh \
+# its update-alternatives links. NPM_CONFIG_CAFILE: npm trusts the system bundle (with
+# EXTRA_CA_CERTS) instead of node's built-in list.
+RUN mkdir -p /usr/share/man/man1 /usr/local/share/ca-certificates \
+ && if [[ -n $EXTRA_CA_CERTS ]]; then \
+        printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/codeexec-extra.crt; \
+        if command -v update-ca-certificates >/dev/null; then update-ca-certificates; fi; \
+    fi \
+ && NPM_CONFIG_CAFILE=/etc/ssl/certs/ca-certificates.crt bash /src/scripts/install-deps.sh \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache /tmp/* /var/tmp/* \
  && go version && node --version && python3 --version
@@ -78,7 +86,8 @@ USER 0:0
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD curl -fsS -o /dev/null "http://127.0.0.1:${CODEEXEC_PORT:-${PORT:-8080}}/health" || exit 1
 STOPSIGNAL SIGTERM
-# The entrypoint makes the container's own cgroup writable for the sandbox's per-run
-# cgroups (v1 and v2), then execs `codeexec serve`.
+# The entrypoint removes the runtime's masks over /proc (the sandbox mounts a fresh /proc
+# per run), makes the container's own cgroup writable for the per-run cgroups (v1 and v2),
+# then execs `codeexec serve`.
 ENTRYPOINT ["/usr/local/bin/codeexec-entrypoint"]
 CMD ["serve"]

@@ -389,3 +389,59 @@ func TestTracesExported(t *testing.T) {
 		}
 	}
 }
+
+// TestDegradedOnlyWhenAllowed hides the host's cgroups from the server (a
+// private mount namespace with an empty tmpfs over /sys/fs/cgroup): serve
+// refuses to start, unless CODEEXEC_SANDBOX_ALLOW_DEGRADED=true, and then
+// says so in /health and still bounds memory and processes with rlimits.
+func TestDegradedOnlyWhenAllowed(t *testing.T) {
+	hide := func(env ...string) *exec.Cmd {
+		runDir, _ := os.MkdirTemp("", "codeexec-run-")
+		os.Chmod(runDir, 0o711)
+		t.Cleanup(func() { os.RemoveAll(runDir) })
+		cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs none /sys/fs/cgroup && exec "$0" serve`, filepath.Join(binDir, "codeexec"))
+		cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CODEEXEC_API_KEY=k", "CODEEXEC_STORAGE_DIR=" + t.TempDir(),
+			"CODEEXEC_RUN_DIR=" + runDir}, env...)
+		return cmd
+	}
+	out, err := hide("CODEEXEC_PORT=" + freePort(t)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "CODEEXEC_SANDBOX_ALLOW_DEGRADED") {
+		t.Fatalf("serve started without cgroups, or did not say how to allow it: %v\n%s", err, out)
+	}
+
+	port := freePort(t)
+	cmd := hide("CODEEXEC_PORT="+port, "CODEEXEC_SANDBOX_ALLOW_DEGRADED=true", "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_MAX_PIDS=32")
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	s := &server{t: t, url: "http://127.0.0.1:" + port, key: "k"}
+	for i := 0; ; i++ {
+		if resp, err := http.Get(s.url + "/health"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatalf("degraded server did not start:\n%s", logs.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	h := s.health(t)
+	if iso := h["isolation"].(map[string]any); iso["degraded"] != true {
+		t.Fatalf("health does not say degraded: %v", iso)
+	}
+	if code, b := s.request("POST", "/exec", `{"lang":"py","code":"print(6*7)"}`); code != 200 || !bytes.Contains(b, []byte(`"stdout":"42\n"`)) {
+		t.Fatalf("exec: %d %s", code, b)
+	}
+	code, b := s.request("POST", "/exec", `{"lang":"py","code":"x = bytearray(1 << 30)\nprint('allocated')"}`)
+	if code != 200 || bytes.Contains(b, []byte("allocated")) || !bytes.Contains(b, []byte("MemoryError")) {
+		t.Fatalf("1 GiB allocated under a 256 MB limit: %d %s", code, b)
+	}
+	code, b = s.request("POST", "/exec", `{"lang":"bash","code":"for i in $(seq 64); do sleep 5 & done; wait; echo done","timeout":20000}`)
+	if code != 200 || !bytes.Contains(b, []byte("Resource temporarily unavailable")) {
+		t.Fatalf("64 processes under a limit of 32: %d %s", code, b)
+	}
+}

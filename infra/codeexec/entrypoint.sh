@@ -16,6 +16,15 @@
 #     and delegate the controllers to sub-cgroups (the "no internal processes" rule of v2
 #     forbids both in one cgroup; `docker exec` joins "init", runc does that on EBUSY).
 #
+# /proc: container runtimes mask parts of /proc (kcore, keys, sysrq-trigger, /proc/sys
+# read-only, ...) with mounts on top of it. The kernel refuses a fresh proc mount in a new
+# user namespace while the visible one is overmounted, and the sandbox needs one for each
+# run's PID namespace. So the masks come off here, in the container's own mount namespace
+# (CAP_SYS_ADMIN again) — the same as `docker run --security-opt systempaths=unconfined`,
+# but working everywhere (Compose v1 and Kubernetes have no such option). The server is
+# the only process that sees this /proc; the code sees its sandbox's own, which codeexec
+# masks itself.
+#
 # Then it execs `codeexec "$@"`. It never fails the start: when something cannot be done
 # the server itself reports what isolation is missing (and refuses to serve without it).
 set -euo pipefail
@@ -74,6 +83,24 @@ setup_v2() {
 		warn "cgroup v2: could not enable controllers ${want[*]} for sub-cgroups"
 	fi
 }
+
+unmask_proc() {
+	local mp n=0
+	# Mount points below /proc, deepest first (field 5 of mountinfo).
+	while read -r mp; do
+		if umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null; then
+			n=$((n + 1))
+		else
+			warn "cannot unmount $mp over /proc (needs CAP_SYS_ADMIN); the sandbox cannot mount its /proc"
+			return 0
+		fi
+	done < <(awk '$5 ~ "^/proc/" {print $5}' /proc/self/mountinfo | sort -r)
+	((n == 0)) || log "removed $n mask(s) over /proc"
+}
+
+if [[ ${1:-} == serve && $(id -u) == 0 && ${CODEEXEC_ENTRYPOINT_PROC:-1} != 0 ]]; then
+	unmask_proc
+fi
 
 if [[ ${1:-} == serve && $(id -u) == 0 && ${CODEEXEC_ENTRYPOINT_CGROUPS:-1} != 0 ]]; then
 	if [[ $(stat -fc %T "$cg" 2>/dev/null) == cgroup2fs ]]; then

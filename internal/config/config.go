@@ -60,9 +60,10 @@ type Config struct {
 	SessionTTL     time.Duration
 
 	// Sandbox.
-	Sandbox string // native or gvisor
-	RunDir  string
-	RootFS  string
+	Sandbox       string // native or gvisor
+	AllowDegraded bool
+	RunDir        string
+	RootFS        string
 	// PoolPython is the number of warm Python templates (0: no warm pool).
 	PoolPython int
 	// CompileCacheMB bounds the compiled-program cache (0: no cache).
@@ -136,6 +137,7 @@ var settings = []setting{
 	{name: "CODEEXEC_S3_REGION", def: "us-east-1", help: "region of the s3 backend"},
 	{name: "CODEEXEC_GCS_BUCKET", def: "", help: "bucket of the gcs backend (Application Default Credentials)"},
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
+	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even without usable cgroups (limits fall back to rlimits; /health says degraded)"},
 	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native (Linux namespaces) or gvisor (runsc, a user-space kernel)"},
 	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm Python sandboxes with numpy, pandas and matplotlib imported, ~150 MB each (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
 	{name: "CODEEXEC_COMPILE_CACHE_MB", def: "256", help: "size of the cache of compiled programs (same source and toolchain: compiled once), under CODEEXEC_RUN_DIR; 0 disables"},
@@ -222,6 +224,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	num("CODEEXEC_MAX_UPLOAD_MB", &c.MaxUploadMB, 1)
 	small("CODEEXEC_MAX_INPUT_FILES", &c.MaxInputFiles, 1)
 	boolean("CODEEXEC_DISABLE_NETWORK", &c.DisableNetwork)
+	boolean("CODEEXEC_SANDBOX_ALLOW_DEGRADED", &c.AllowDegraded)
 	if v["CODEEXEC_MAX_CONCURRENCY"] == "" {
 		c.MaxConcurrency = runtime.NumCPU()
 	} else {

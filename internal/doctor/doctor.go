@@ -50,7 +50,7 @@ func Run(ctx context.Context, o Options) []Check {
 	add(Check{Name: "tmpfs", OK: fs["tmpfs"], Required: true, Detail: "needed for /tmp and /mnt/data caps", Fix: "a kernel with tmpfs"})
 	add(Check{Name: "overlay", OK: fs["overlay"], Detail: "not required (the sandbox binds the runtime root read-only)", Fix: "modprobe overlay"})
 	add(Check{Name: "procfs", OK: fs["proc"], Required: true, Detail: "a private /proc per sandbox",
-		Fix: "in Docker: --security-opt systempaths=unconfined so /proc is not partly masked"})
+		Fix: "in Docker the image's entrypoint unmasks /proc; running the binary directly, add --security-opt systempaths=unconfined"})
 	if path, err := exec.LookPath("runsc"); err == nil {
 		add(Check{Name: "gvisor", OK: true, Detail: path})
 	} else {
@@ -89,7 +89,7 @@ func Print(w io.Writer, cs []Check) bool {
 	} else {
 		fmt.Fprintln(w, "\nThe native sandbox cannot run here. In Docker, the least privilege that works is:\n"+
 			"  --cap-drop ALL --cap-add SYS_ADMIN --cap-add SETUID --cap-add SETGID --cap-add CHOWN --cap-add DAC_OVERRIDE\n"+
-			"  --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined\n"+
+			"  --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt no-new-privileges:true\n"+
 			"(see infra/codeexec/docker-compose.snippet.yml for why each is needed).")
 	}
 	return ok

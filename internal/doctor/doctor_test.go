@@ -40,7 +40,7 @@ func TestPrintFailsOnMissingRequiredLayer(t *testing.T) {
 	if Print(&out, []Check{{Name: "cgroups", Required: true, Detail: "none", Fix: "mount them"}, {Name: "overlay", Detail: "no"}}) {
 		t.Fatal("a missing required layer passed")
 	}
-	if !strings.Contains(out.String(), "fix: mount them") || !strings.Contains(out.String(), "--cap-add SYS_ADMIN") || !strings.Contains(out.String(), "systempaths=unconfined") {
+	if !strings.Contains(out.String(), "fix: mount them") || !strings.Contains(out.String(), "--cap-add SYS_ADMIN") || !strings.Contains(out.String(), "--cap-add SETUID") {
 		t.Fatalf("report lacks the fixes:\n%s", out.String())
 	}
 }

@@ -403,3 +403,33 @@ func readKV(path string) (map[string]uint64, error) {
 	}
 	return kv, sc.Err()
 }
+
+// noCgroups stands in for cgroups on a host that has none writable, when
+// the operator allowed a degraded sandbox: the init then bounds each
+// sandbox with rlimits (RLIMIT_AS for memory, RLIMIT_NPROC for processes:
+// the sandbox's uid is its own, so the count is the sandbox's) and
+// RLIMIT_CPU per process; nothing accounts peak memory or OOM kills.
+type noCgroups struct{}
+
+func (noCgroups) newRun(int, cgroupLimits) (runCgroup, error) { return noCgroups{}, nil }
+func (noCgroups) purge() error                                { return nil }
+func (noCgroups) describe() map[string]any {
+	return map[string]any{"version": "none", "degraded": true,
+		"instead": "RLIMIT_AS for memory, RLIMIT_NPROC per sandbox uid for processes, RLIMIT_CPU per process"}
+}
+func (noCgroups) addProc(int) error                { return nil }
+func (noCgroups) cgroupFD() int                    { return -1 }
+func (noCgroups) cpuUsage() (time.Duration, error) { return 0, errors.New("no cgroups") }
+func (noCgroups) stats() (cgroupStats, error)      { return cgroupStats{}, nil }
+func (noCgroups) empty() error                     { return nil }
+func (noCgroups) destroy() error                   { return nil }
+
+// usable creates and removes a probe cgroup: a mounted but read-only
+// hierarchy (a container without the right to write it) fails here.
+func usable(t cgroupTree) error {
+	probe, err := t.newRun(MaxSlots-1, cgroupLimits{memory: 64 << 20, pids: 64, cpus: 1})
+	if err != nil {
+		return err
+	}
+	return probe.destroy()
+}

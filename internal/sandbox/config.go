@@ -36,6 +36,10 @@ type LinuxConfig struct {
 	CPUs float64
 	// Warm configures the warm Python pool; its slots come on top of Slots.
 	Warm WarmConfig
+	// AllowDegraded runs without cgroups when the host has none usable
+	// (limits then come from rlimits: weaker, and Describe says so); by
+	// default NewLinux refuses to start.
+	AllowDegraded bool
 }
 
 // MaxSlots is the largest LinuxConfig.Slots; it also spaces the uid ranges

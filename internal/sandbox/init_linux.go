@@ -29,7 +29,8 @@ const (
 	initConfigFD = 3
 	initEventFD  = 4
 
-	sandboxUID = 1000 // the steps' uid and gid inside
+	sandboxUID = 1000               // the steps' uid and gid inside
+	prlimitBin = "/usr/bin/prlimit" // util-linux: rlimits for a step without cgroups
 	newRootDir = "/tmp"
 )
 
@@ -44,6 +45,9 @@ type initConfig struct {
 	CPUTime   time.Duration // RLIMIT_CPU of the last step
 	Network   bool
 	Template  bool // a warm pool's template: see runTemplate
+	// Without cgroups (degraded): RLIMIT_AS and RLIMIT_NPROC, 0 = unset.
+	AddressSpace uint64
+	Processes    uint64
 }
 
 type initStep struct {
@@ -594,6 +598,14 @@ func runSteps(cfg initConfig, stdins []int, rep initReporter) {
 			rep.send(initEvent{Event: "exit", Step: i, Exit: 127})
 			return
 		}
+		argv := st.Argv
+		if cfg.AddressSpace > 0 || cfg.Processes > 0 {
+			// Degraded (no cgroups): the step, not init (whose Go runtime
+			// needs its threads and address space), gets the rlimits.
+			argv = append([]string{prlimitBin, fmt.Sprintf("--as=%d", cfg.AddressSpace),
+				fmt.Sprintf("--nproc=%d", cfg.Processes), "--", bin}, st.Argv[1:]...)
+			bin = prlimitBin
+		}
 		if last {
 			// RLIMIT_CPU counts each process's own CPU time from zero, so
 			// setting it on init (whose own use is tiny) bounds the step;
@@ -604,7 +616,7 @@ func runSteps(cfg initConfig, stdins []int, rep initReporter) {
 				return
 			}
 		}
-		pid, err := syscall.ForkExec(bin, st.Argv, &syscall.ProcAttr{
+		pid, err := syscall.ForkExec(bin, argv, &syscall.ProcAttr{
 			Dir:   "/mnt/data",
 			Env:   cfg.Env,
 			Files: []uintptr{uintptr(stdins[i]), 1, 2},

@@ -52,6 +52,8 @@ type Linux struct {
 	mu     sync.RWMutex
 	closed atomic.Bool
 	warm   *warmPool // nil when LinuxConfig.Warm.Python is 0
+	// degraded: no usable cgroups, rlimits instead (LinuxConfig.AllowDegraded).
+	degraded bool
 }
 
 var _ Sandbox = (*Linux)(nil)
@@ -118,10 +120,20 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 		}
 	}()
 	cg, err := newCgroupTree(cfg.CgroupParent, l.instance)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
+	if err == nil {
+		err = usable(cg)
 	}
-	l.cg = cg
+	switch {
+	case err == nil:
+		l.cg = cg
+	case cfg.AllowDegraded:
+		log.Warn("sandbox DEGRADED: no usable cgroups; limits fall back to rlimits and the warm pool is off", "err", err)
+		l.cg, l.degraded = noCgroups{}, true
+		cfg.Warm = WarmConfig{}
+		l.cfg.Warm = WarmConfig{}
+	default:
+		return nil, fmt.Errorf("sandbox: no usable cgroups (%w); fix the host (codeexec doctor), or set CODEEXEC_SANDBOX_ALLOW_DEGRADED=true to run with rlimits only", err)
+	}
 	l.workRoot = filepath.Join(cfg.RunDir, "i"+strconv.Itoa(l.instance))
 	if err := l.cleanup(); err != nil {
 		return nil, fmt.Errorf("sandbox: cleaning up after a predecessor: %w", err)
@@ -363,6 +375,7 @@ func (l *Linux) Describe() map[string]any {
 		"uid_map":    fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
 		"namespaces": []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},
 		"cgroup":     l.cg.describe(),
+		"degraded":   l.degraded,
 		"seccomp":    "deny-list (mount, namespaces, ptrace, bpf, io_uring, keyrings, modules, ...); sockets AF_UNIX only without network",
 		"network":    "none unless Limits.Network",
 		"rootfs":     rootfs,
@@ -566,6 +579,9 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	icfg := initConfig{
 		Workdir: spec.Workdir, RootFS: l.cfg.RootFS, Files: spec.Files, Env: spec.Env, Steps: steps,
 		DiskBytes: lim.DiskBytes, FileBytes: lim.FileBytes, CPUTime: lim.CPUTime, Network: lim.Network,
+	}
+	if l.degraded {
+		icfg.AddressSpace, icfg.Processes = uint64(lim.MemoryBytes), uint64(lim.Pids)
 	}
 	// init blocks on this config, so it starts only now that it is in its cgroup.
 	if err := json.NewEncoder(cfgW).Encode(&icfg); err != nil {

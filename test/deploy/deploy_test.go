@@ -29,7 +29,7 @@ var ci = os.Getenv("CI") == "true"
 // snippet and TestImage must all use exactly this.
 var (
 	leastCaps         = []string{"CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "SYS_ADMIN"}
-	leastSecurityOpts = []string{"apparmor=unconfined", "no-new-privileges:true", "seccomp=unconfined", "systempaths=unconfined"}
+	leastSecurityOpts = []string{"apparmor=unconfined", "no-new-privileges:true", "seccomp=unconfined"}
 )
 
 // toolsDir keeps tools the tests build (helm) between runs on the same machine.

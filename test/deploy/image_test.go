@@ -58,9 +58,15 @@ func TestImage(t *testing.T) {
 	// The build. Cold (empty cache) it installs all of scripts/packages.txt; cached, it
 	// recompiles the server only when its sources changed.
 	const image = "codeexec:deploytest"
+	buildArgs := []string{"build", "--network", "host", "--progress", "plain", "-t", image}
+	// CAs this machine trusts beyond Debian's (a TLS-intercepting egress proxy): the build
+	// fetches Go and npm packages over HTTPS through the same network.
+	if extra := extraCACerts(t); extra != "" {
+		buildArgs = append(buildArgs, "--build-arg", "EXTRA_CA_CERTS="+extra)
+	}
 	t0 = time.Now()
 	out, err := runCmd(t, cmdSpec{dir: root, env: append(d.env, "DOCKER_BUILDKIT=1"), timeout: 60 * time.Minute},
-		d.cli, "build", "--network", "host", "--progress", "plain", "-t", image, ".")
+		d.cli, append(buildArgs, ".")...)
 	if err != nil {
 		t.Fatalf("docker build: %v\n%s", err, tail(out, 12000))
 	}
@@ -175,6 +181,58 @@ open("/mnt/data/out.txt", "w").write("total=%d\n" % df["y"].sum())
 		p.stop(t)
 	})
 
+	t.Run("compose-up", func(t *testing.T) {
+		// docker-compose.yml itself (its privileges, tmpfs, limits, volume, healthcheck) with
+		// the image just built; an override puts it on the host's network (this daemon has
+		// no bridge) on a free loopback port.
+		compose := needTool(t, "docker-compose", "docker-compose")
+		port := freePort(t)
+		// A copy of docker-compose.yml on the host's network: without `ports:` (Compose
+		// refuses port bindings with network_mode host), everything else as it is.
+		file := filepath.Join(t.TempDir(), "docker-compose.yml")
+		mustRun(t, cmdSpec{}, "python3", "-c", `import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+s = d["services"]["codeexec"]
+s.pop("ports", None)
+s["network_mode"] = "host"
+s["environment"]["CODEEXEC_PORT"] = sys.argv[3]
+s["build"]["context"] = sys.argv[4]
+yaml.safe_dump(d, open(sys.argv[2], "w"))`, filepath.Join(root, "docker-compose.yml"), file, port, root)
+		project := "codeexecdeploytest"
+		env := append(d.env, "CODEEXEC_IMAGE="+image, "CODEEXEC_API_KEY="+key, "COMPOSE_PROJECT_NAME="+project)
+		args := []string{"-f", file}
+		t.Cleanup(func() {
+			out, err := runCmd(t, cmdSpec{dir: root, env: env, timeout: 3 * time.Minute}, compose, append(args, "down", "-v", "-t", "30")...)
+			if err != nil {
+				t.Errorf("docker-compose down: %v\n%s", err, out)
+			}
+		})
+		mustRun(t, cmdSpec{dir: root, env: env, timeout: 5 * time.Minute}, compose, append(args, "up", "-d", "--no-build")...)
+		cc := &container{url: "http://127.0.0.1:" + port, out: &syncBuffer{}, done: true}
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			resp, err := http.Get(cc.url + "/health")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				logs, _ := runCmd(t, cmdSpec{dir: root, env: env}, compose, append(args, "logs")...)
+				t.Fatalf("docker-compose service not healthy after 90 s\n%s", tail(logs, 5000))
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		r := cc.exec(t, key, map[string]any{"lang": "py", "code": "open('/mnt/data/a.txt','w').write('x'); print(2**10)"})
+		if r.Stdout != "1024\n" || len(r.Files) != 1 {
+			t.Errorf("exec under docker-compose: %+v", r)
+		}
+		if out := mustRun(t, cmdSpec{dir: root, env: env}, compose, append(args, "exec", "-T", "codeexec", "ls", "/tmp/codeexec")...); strings.TrimSpace(out) == "" {
+			t.Error("nothing stored in the /tmp/codeexec volume")
+		}
+	})
+
 	t.Run("librechat-e2e", func(t *testing.T) {
 		// The real LibreChat clients (both generations) against the container: the e2e test
 		// runs CODEEXEC_E2E_BIN as its server, here the wrapper that runs the image.
@@ -183,8 +241,18 @@ open("/mnt/data/out.txt", "w").write("total=%d\n" % df["y"].sum())
 			"CODEEXEC_E2E_BIN="+serve, "CODEEXEC_E2E=1")},
 			goBin(), "test", "-count=1", "-timeout", "20m", "-run", "TestLibreChatClients", "-v", "./test/e2e/")
 		t.Logf("LibreChat client e2e against the container took %s", time.Since(t0).Round(time.Second))
+		logPath := filepath.Join(cacheDir, "e2e-last.log")
+		_ = os.WriteFile(logPath, []byte(out), 0o644)
 		if err != nil {
-			t.Fatalf("test/e2e against the image: %v\n%s", err, tail(out, 15000))
+			// The failing checks first (the whole output is long), then the end.
+			var fails []string
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, "FAIL") || strings.Contains(line, "Error") || strings.Contains(line, "error") {
+					fails = append(fails, line)
+				}
+			}
+			t.Fatalf("test/e2e against the image: %v (whole output: %s)\n--- failing lines:\n%s\n--- end:\n%s",
+				err, logPath, tail(strings.Join(fails, "\n"), 12000), tail(out, 4000))
 		}
 		if !strings.Contains(out, "--- PASS: TestLibreChatClients") {
 			t.Fatalf("test/e2e did not pass:\n%s", tail(out, 8000))
@@ -193,6 +261,25 @@ open("/mnt/data/out.txt", "w").write("total=%d\n" % df["y"].sum())
 
 	c.stop(t)
 	t.Logf("TestImage total %s", time.Since(start).Round(time.Second))
+}
+
+// extraCACerts returns the PEM certificates of /usr/local/share/ca-certificates (local
+// additions to the system's trust store), or "".
+func extraCACerts(t *testing.T) string {
+	files, _ := filepath.Glob("/usr/local/share/ca-certificates/*.crt")
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(bytes.TrimSpace(data))
+		b.WriteByte('\n')
+	}
+	if b.Len() > 0 {
+		t.Logf("build trusts the extra CA certificates of %v", files)
+	}
+	return strings.TrimSpace(b.String())
 }
 
 var helloPrograms = []struct{ lang, code, want string }{

@@ -568,8 +568,17 @@ func TestHelmChart(t *testing.T) {
 		if get(c, "resources", "limits", "memory") == nil || get(c, "resources", "limits", "cpu") == nil {
 			t.Error("no resource limits")
 		}
-		if get(c, "securityContext", "privileged") != true || fmt.Sprint(get(c, "securityContext", "runAsUser")) != "0" {
+		if get(c, "securityContext", "privileged") != false || fmt.Sprint(get(c, "securityContext", "runAsUser")) != "0" {
 			t.Errorf("securityContext = %v", get(c, "securityContext"))
+		}
+		if got := strList(get(c, "securityContext", "capabilities", "add")); !equalSets(got, leastCaps) {
+			t.Errorf("capabilities.add = %v, want %v", got, leastCaps)
+		}
+		if got := strList(get(c, "securityContext", "capabilities", "drop")); !equalSets(got, []string{"ALL"}) {
+			t.Errorf("capabilities.drop = %v, want [ALL]", got)
+		}
+		if get(c, "securityContext", "appArmorProfile", "type") != "Unconfined" {
+			t.Error("appArmorProfile is not Unconfined")
 		}
 		if get(c, "securityContext", "seccompProfile", "type") != "Unconfined" {
 			t.Error("seccompProfile is not Unconfined")
@@ -593,6 +602,13 @@ func TestHelmChart(t *testing.T) {
 		sel := fmt.Sprint(get(objs["PodDisruptionBudget"], "spec", "selector", "matchLabels"))
 		if !strings.Contains(sel, "app.kubernetes.io/name:codeexec") {
 			t.Errorf("PDB selector %s", sel)
+		}
+	})
+
+	t.Run("privileged-fallback", func(t *testing.T) {
+		c := container(render(t, "auth.existingSecret=x", "sandbox.privileged=true"))
+		if get(c, "securityContext", "privileged") != true || get(c, "securityContext", "capabilities") != nil {
+			t.Errorf("securityContext = %v", get(c, "securityContext"))
 		}
 	})
 
