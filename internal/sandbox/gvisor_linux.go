@@ -79,37 +79,12 @@ func NewGVisor(cfg GVisorConfig) (*GVisor, error) {
 	version, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 
 	lc := cfg.LinuxConfig
-	if lc.RunDir == "" || !filepath.IsAbs(lc.RunDir) {
-		return nil, fmt.Errorf("sandbox: RunDir must be an absolute path, got %q", lc.RunDir)
-	}
-	lc.RunDir = filepath.Clean(lc.RunDir)
-	if lc.Slots <= 0 {
-		lc.Slots = 2
-	}
-	if lc.Slots > MaxSlots {
-		return nil, fmt.Errorf("sandbox: at most %d slots", MaxSlots)
-	}
-	if lc.InstanceDir == "" {
-		lc.InstanceDir = "/run/codeexec-instances"
-	}
-	if lc.MaxInstances <= 0 || lc.MaxInstances > 16 {
-		lc.MaxInstances = 16
-	}
-	if lc.UIDBase == 0 {
-		lc.UIDBase = 0x70000000
-	}
-	if lc.CgroupParent == "" {
-		lc.CgroupParent = "codeexec"
-	}
-	if lc.CPUs <= 0 {
-		lc.CPUs = 1
+	if err := lc.normalize(); err != nil {
+		return nil, err
 	}
 	src := "/"
 	if lc.RootFS != "" {
 		src = lc.RootFS
-		if fi, err := os.Stat(filepath.Join(src, "usr")); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("sandbox: RootFS %s has no usr directory", src)
-		}
 	}
 	log := lc.Logger
 	if log == nil {

@@ -68,38 +68,8 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 	if !seccompAvailable {
 		return nil, loadSeccomp(false)
 	}
-	if cfg.RunDir == "" || !filepath.IsAbs(cfg.RunDir) {
-		return nil, fmt.Errorf("sandbox: RunDir must be an absolute path, got %q", cfg.RunDir)
-	}
-	cfg.RunDir = filepath.Clean(cfg.RunDir)
-	if cfg.Slots <= 0 {
-		cfg.Slots = 2
-	}
-	if cfg.Slots > MaxSlots {
-		return nil, fmt.Errorf("sandbox: at most %d slots", MaxSlots)
-	}
-	if cfg.InstanceDir == "" {
-		cfg.InstanceDir = "/run/codeexec-instances"
-	}
-	if cfg.MaxInstances <= 0 || cfg.MaxInstances > 16 {
-		cfg.MaxInstances = 16
-	}
-	if cfg.UIDBase == 0 {
-		cfg.UIDBase = 0x70000000
-	}
-	if uint64(cfg.UIDBase)+uint64(cfg.MaxInstances*MaxSlots*idRange) > 1<<32-2 {
-		return nil, errors.New("sandbox: UIDBase too high for the uid ranges")
-	}
-	if cfg.CgroupParent == "" {
-		cfg.CgroupParent = "codeexec"
-	}
-	if cfg.CPUs <= 0 {
-		cfg.CPUs = 1
-	}
-	if cfg.RootFS != "" {
-		if fi, err := os.Stat(filepath.Join(cfg.RootFS, "usr")); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("sandbox: RootFS %s has no usr directory", cfg.RootFS)
-		}
+	if err := cfg.normalize(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -159,6 +129,45 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 	ok = true
 	log.Info("sandbox ready", "instance", l.instance, "slots", cfg.Slots, "uid_base", l.hostID(0))
 	return l, nil
+}
+
+// normalize fills LinuxConfig's defaults and checks it; both backends
+// share it.
+func (cfg *LinuxConfig) normalize() error {
+	if cfg.RunDir == "" || !filepath.IsAbs(cfg.RunDir) {
+		return fmt.Errorf("sandbox: RunDir must be an absolute path, got %q", cfg.RunDir)
+	}
+	cfg.RunDir = filepath.Clean(cfg.RunDir)
+	if cfg.Slots <= 0 {
+		cfg.Slots = 2
+	}
+	if cfg.Slots > MaxSlots {
+		return fmt.Errorf("sandbox: at most %d slots", MaxSlots)
+	}
+	if cfg.InstanceDir == "" {
+		cfg.InstanceDir = "/run/codeexec-instances"
+	}
+	if cfg.MaxInstances <= 0 || cfg.MaxInstances > 16 {
+		cfg.MaxInstances = 16
+	}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = 0x70000000
+	}
+	if uint64(cfg.UIDBase)+uint64(cfg.MaxInstances*MaxSlots*idRange) > 1<<32-2 {
+		return errors.New("sandbox: UIDBase too high for the uid ranges")
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "codeexec"
+	}
+	if cfg.CPUs <= 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.RootFS != "" {
+		if fi, err := os.Stat(filepath.Join(cfg.RootFS, "usr")); err != nil || !fi.IsDir() {
+			return fmt.Errorf("sandbox: RootFS %s has no usr directory", cfg.RootFS)
+		}
+	}
+	return nil
 }
 
 // openSelf opens this binary for re-execution through /proc/self/fd/N:
