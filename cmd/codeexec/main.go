@@ -145,7 +145,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		// Beside the admitted executions: the readiness canary and every
 		// live stateful session hold a slot of their own.
 		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, sandbox.MaxSlots), RootFS: cfg.RootFS, Logger: log,
-		AllowDegraded: cfg.AllowDegraded,
+		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase,
 	}
 	if cfg.Sandbox != "gvisor" {
 		lc.Warm = warmConfig(cfg, lc.Slots)

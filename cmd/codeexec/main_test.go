@@ -70,6 +70,7 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		{"CODEEXEC_STORAGE_BACKEND": "s3"},
 		{"CODEEXEC_AUTH": "maybe"},
 		{"CODEEXEC_RATE_LIMIT_EXEC": "fast"},
+		{"CODEEXEC_UID_BASE": "1000"},
 	} {
 		err := run(context.Background(), []string{"codeexec", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "CODEEXEC_") {
@@ -443,5 +444,18 @@ func TestDegradedOnlyWhenAllowed(t *testing.T) {
 	code, b = s.request("POST", "/exec", `{"lang":"bash","code":"for i in $(seq 64); do sleep 5 & done; wait; echo done","timeout":20000}`)
 	if code != 200 || !bytes.Contains(b, []byte("Resource temporarily unavailable")) {
 		t.Fatalf("64 processes under a limit of 32: %d %s", code, b)
+	}
+}
+
+// TestUIDBase: containers sharing a host give each server its own uid band.
+func TestUIDBase(t *testing.T) {
+	s := startServer(t, "CODEEXEC_UID_BASE=0x60000000")
+	var lo, span uint64
+	fmt.Sscanf(s.health(t)["isolation"].(map[string]any)["uid_map"].(string), "inside 0-65535 -> host %d + slot*%d", &lo, &span)
+	if lo < 0x60000000 || lo >= 0x64000000 || span != 65536 {
+		t.Fatalf("uid range starts at %#x", lo)
+	}
+	if code, b := s.request("POST", "/exec", `{"lang":"bash","code":"id -u"}`); code != 200 || !bytes.Contains(b, []byte(`"stdout":"1000\n"`)) {
+		t.Fatalf("%d %s", code, b)
 	}
 }

@@ -63,6 +63,7 @@ type Config struct {
 	Sandbox       string // native or gvisor
 	AllowDegraded bool
 	RunDir        string
+	UIDBase       uint32 // 0: the sandbox's default
 	RootFS        string
 	// PoolPython is the number of warm Python templates (0: no warm pool).
 	PoolPython int
@@ -142,6 +143,7 @@ var settings = []setting{
 	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm Python sandboxes with numpy, pandas and matplotlib imported, ~150 MB each (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
 	{name: "CODEEXEC_COMPILE_CACHE_MB", def: "256", help: "size of the cache of compiled programs (same source and toolchain: compiled once), under CODEEXEC_RUN_DIR; 0 disables"},
 	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
+	{name: "CODEEXEC_UID_BASE", def: "", help: "first host uid of the sandboxes' uid ranges (default 0x70000000); give each container on one host its own, 0x4000000 apart"},
 	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
 	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
 }
@@ -250,6 +252,13 @@ func Load(getenv func(string) string) (*Config, error) {
 		*dst = r
 	}
 	c.MetricsAddr = v["CODEEXEC_METRICS_ADDR"]
+	if u := v["CODEEXEC_UID_BASE"]; u != "" {
+		n, err := strconv.ParseUint(u, 0, 32)
+		if err != nil || n < 0x10000000 {
+			errs = append(errs, fmt.Sprintf("CODEEXEC_UID_BASE: want a uid of at least 0x10000000 (above every real user), got %q", u))
+		}
+		c.UIDBase = uint32(n)
+	}
 	small("CODEEXEC_MAX_RUNTIME_SESSIONS", &c.MaxRuntimeSessions, 0)
 	small("CODEEXEC_RUNTIME_IDLE_SECONDS", &secs, 1)
 	c.RuntimeIdle = time.Duration(secs) * time.Second
