@@ -109,8 +109,8 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if profile == "stateful" {
-		if strings.TrimSpace(req.RuntimeSessionHint) == "" {
-			writeError(w, http.StatusBadRequest, "runtime_session_hint is required with the stateful profile")
+		if strings.TrimSpace(req.RuntimeSessionHint) == "" || len(req.RuntimeSessionHint) > 256 || len(req.UserID) > 256 {
+			writeError(w, http.StatusBadRequest, "runtime_session_hint (at most 256 bytes) is required with the stateful profile")
 			return
 		}
 		// Scoped to the caller: the same hint from another key, JWT subject

@@ -167,6 +167,9 @@ func TestStatefulProfileNeedsRuntime(t *testing.T) {
 	if got["error"] != "capability_mismatch" {
 		t.Fatalf("%v", got)
 	}
+	for _, hint := range []string{"", strings.Repeat("h", 300)} {
+		decode[map[string]string](t, e.post("/exec", map[string]any{"lang": "py", "code": "1", "runtime_session_hint": hint}, "X-CodeAPI-Expected-Profile", "stateful"), http.StatusBadRequest)
+	}
 	// LibreChat's prewarm call.
 	if r := e.live("warm", map[string]any{"lang": "bash", "code": "true"}); r.Status != "ok" || r.RuntimeStatus != "new" {
 		t.Fatalf("prewarm: %+v", r)
