@@ -135,24 +135,32 @@ func (t *cg1Tree) purge() error {
 		if _, err := os.Stat(dir); err != nil {
 			continue
 		}
-		// Children first (post-order): rmdir only works on leaves.
-		var dirs []string
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := killCgroupProcs(filepath.Join(dirs[i], "cgroup.procs")); err != nil {
-				errs = append(errs, err)
-			}
-			if err := rmdirRetry(dirs[i]); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, removeCgroupTree(dir, killCgroupProcs)...)
 	}
 	return errors.Join(errs...)
+}
+
+// removeCgroupTree empties (with empty, given a cgroup.procs path) and
+// removes dir and every cgroup below it, children first: rmdir only works
+// on leaves.
+func removeCgroupTree(dir string, empty func(procs string) error) []error {
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	var out []error
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := empty(filepath.Join(dirs[i], "cgroup.procs")); err != nil {
+			out = append(out, err)
+		}
+		if err := rmdirRetry(dirs[i]); err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
 }
 
 type cg1Run struct {

@@ -172,21 +172,7 @@ func purgeCgroupDirs(rel string) error {
 		if _, err := os.Stat(dir); err != nil {
 			continue
 		}
-		var dirs []string
-		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := emptyCgroup(filepath.Join(dirs[i], "cgroup.procs")); err != nil {
-				errs = append(errs, err)
-			}
-			if err := rmdirRetry(dirs[i]); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, removeCgroupTree(dir, emptyCgroup)...)
 	}
 	return errors.Join(errs...)
 }
