@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -380,4 +381,26 @@ func TestReadyFailsWhenTheSandboxIsBroken(t *testing.T) {
 		t.Fatalf("%v", got)
 	}
 	decode[map[string]any](t, e.do("GET", "/health", nil), 200)
+}
+
+func TestParseTimeout(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		unit time.Duration
+		want time.Duration
+		ok   bool
+	}{
+		{"", time.Millisecond, 0, true},
+		{"1500", time.Millisecond, 1500 * time.Millisecond, true},
+		{"2.5", time.Second, 2500 * time.Millisecond, true},
+		{"1e300", time.Millisecond, 24 * time.Hour, true}, // would overflow int64 nanoseconds
+		{"-5", time.Millisecond, 0, false},
+	} {
+		got, err := parseTimeout(json.Number(c.in), c.unit, "units")
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%q: %v %v", c.in, got, err)
+		}
+	}
+	e := newEnv(t)
+	decode[map[string]string](t, e.post("/exec", `{"lang":"py","code":"1","timeout":-5}`), 400)
 }

@@ -150,14 +150,10 @@ func (s *Server) execRequestOf(w http.ResponseWriter, r *http.Request, req execR
 		writeError(w, http.StatusBadRequest, err.Error())
 		return engine.Request{}, false
 	}
-	var timeout time.Duration
-	if req.Timeout != "" {
-		ms, err := req.Timeout.Float64()
-		if err != nil || ms < 0 {
-			writeError(w, http.StatusBadRequest, "timeout must be a non-negative number of milliseconds")
-			return engine.Request{}, false
-		}
-		timeout = time.Duration(ms * float64(time.Millisecond))
+	timeout, err := parseTimeout(req.Timeout, time.Millisecond, "milliseconds")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return engine.Request{}, false
 	}
 	files := make([]engine.FileRef, 0, len(req.Files))
 	for _, f := range req.Files {
@@ -201,6 +197,22 @@ func parseArgs(raw json.RawMessage) ([]string, error) {
 		return strings.Fields(one), nil
 	}
 	return nil, fmt.Errorf("args must be an array of strings")
+}
+
+// parseTimeout reads a request's timeout in unit; huge values are clamped
+// (the server's own limit applies anyway), negative or non-numeric refused.
+func parseTimeout(n json.Number, unit time.Duration, unitName string) (time.Duration, error) {
+	if n == "" {
+		return 0, nil
+	}
+	v, err := n.Float64()
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("timeout must be a non-negative number of %s", unitName)
+	}
+	if v*float64(unit) > float64(24*time.Hour) {
+		return 24 * time.Hour, nil
+	}
+	return time.Duration(v * float64(unit)), nil
 }
 
 func truncateString(s string, n int) string {

@@ -188,14 +188,10 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	var timeout time.Duration
-	if req.Timeout != "" {
-		secs, err := req.Timeout.Float64()
-		if err != nil || secs < 0 {
-			writeError(w, http.StatusBadRequest, "timeout must be a non-negative number of seconds")
-			return
-		}
-		timeout = time.Duration(secs * float64(time.Second))
+	timeout, err := parseTimeout(req.Timeout, time.Second, "seconds")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 
 	unlock := s.lockSession(rec.ID)
