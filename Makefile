@@ -34,8 +34,10 @@ fmt-check:
 # would blur them.
 test: build vet fmt-check
 	go test -race -count=1 -p 1 -timeout 80m ./...
-	# The attack suite again, with Python served by the warm pool.
-	CODEEXEC_TEST_WARM=1 go test -race -count=1 -timeout 10m -run '^TestAttack' -skip TestAttacksUnderGVisor ./internal/api/
+	# The attack suite and every language again, served by the warm pool
+	# (Python in forked templates, every other single-step run spawned
+	# from a warm child).
+	CODEEXEC_TEST_WARM=1 go test -race -count=1 -timeout 15m -run '^(TestAttack|TestEveryLanguage|TestBashHasPython|TestPandasReadsUploadedCSV|TestMatplotlibPNG)' -skip TestAttacksUnderGVisor ./internal/api/
 
 # The performance benchmark (bench/main.go): codeexec against bare process
 # starts, side by side on this machine; writes bench/results.json.

@@ -125,8 +125,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		o(&limits, &ac)
 	}
 	lc := sandbox.LinuxConfig{RunDir: runDir, Slots: 4, Logger: log}
-	// CODEEXEC_TEST_WARM=1 serves Python from the warm pool (the suite then
-	// attacks the warm path; bash still runs cold).
+	// CODEEXEC_TEST_WARM=1 serves single-step runs from the warm pool (the
+	// suite then attacks the warm path): Python in forked templates, bash
+	// and the other languages spawned from warm children.
 	if os.Getenv("CODEEXEC_TEST_WARM") == "1" && testBackend() != "gvisor" {
 		py, _ := lang.Lookup("py")
 		lc.Warm = sandbox.WarmConfig{Python: 2, Env: engine.StepEnv(py),

@@ -94,6 +94,7 @@ type spare struct {
 	cgID    int
 	limits  Limits
 	exit    chan syscall.WaitStatus
+	reaped  bool // exec took the template's report from exit
 	destroy sync.Once
 }
 
@@ -116,6 +117,9 @@ type warmRequest struct {
 	Disk    int64    `json:"disk"`
 	FSize   int64    `json:"fsize"`
 	CPUSecs int64    `json:"cpu_secs"`
+	// Exec has the child exec argv[0] (a program among Files) instead of
+	// running Python code.
+	Exec bool `json:"exec"`
 }
 
 // warmCgroupID names the cgroups of template slot slot: k == 0 is the
@@ -196,24 +200,27 @@ func (p *warmPool) describe() map[string]any {
 	}
 	return map[string]any{"python": map[string]any{"templates": len(p.tmpls), "ready": ready, "spares": p.cfg.Spares,
 		"interpreter": p.cfg.Interpreter,
-		"isolation":   "per run: forked child, pid 1 of fresh pid/mnt/ipc/uts/net namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once"}}
+		"isolation": "per run: forked child, pid 1 of fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
+			"Network: the template's namespace (no interface up, AF_UNIX only), one run at a time, after the previous run's processes are gone",
+		"serves": "Python code (pre-imported interpreter); any other single-step run is spawned by a warm child, which reaps for it"}}
 }
 
-// serves reports whether spec is exactly a run the pool can serve.
-func (p *warmPool) serves(spec Spec, lim Limits) bool {
-	if len(spec.Steps) != 1 || lim.Network || !slices.Equal(spec.Env, p.cfg.Env) {
-		return false
+// serves reports whether the pool can serve spec as a cold run would, and
+// how: as Python code run by the template's interpreter itself (same
+// environment, [Interpreter, "-u", src, args...] with src among Files), or,
+// for any other single step, by spawning argv[0] from a warm child, which
+// then only reaps (the program is pid 2, as in a cold run). Multi-step
+// specs (compile and run) and networked runs run cold.
+func (p *warmPool) serves(spec Spec, lim Limits) (ok, execProgram bool) {
+	if len(spec.Steps) != 1 || lim.Network {
+		return false, false
 	}
 	argv := spec.Steps[0].Argv
-	if len(argv) < 3 || argv[0] != p.cfg.Interpreter || argv[1] != "-u" {
-		return false
+	if len(argv) >= 3 && argv[0] == p.cfg.Interpreter && argv[1] == "-u" && slices.Equal(spec.Env, p.cfg.Env) &&
+		slices.ContainsFunc(spec.Files, func(f File) bool { return f.Path == argv[2] }) {
+		return true, false
 	}
-	for _, f := range spec.Files {
-		if f.Path == argv[2] {
-			return true
-		}
-	}
-	return false
+	return len(argv) >= 1 && filepath.IsAbs(argv[0]), true
 }
 
 // acquire takes a parked child of an idle template, waiting up to warmWait
@@ -231,10 +238,6 @@ func (p *warmPool) acquire(ctx context.Context) *spare {
 				t.spares = t.spares[1:]
 				t.busy = true
 				p.mu.Unlock()
-				select {
-				case t.wake <- struct{}{}:
-				default:
-				}
 				return sp
 			}
 		}
@@ -253,11 +256,17 @@ func (p *warmPool) acquire(ctx context.Context) *spare {
 	}
 }
 
+// release frees t for the next run and has it fork a new spare: only now,
+// so that the fork does not compete for the CPU with the run it replaces.
 func (p *warmPool) release(t *template) {
 	p.mu.Lock()
 	t.busy = false
 	p.broadcast()
 	p.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
 }
 
 // ---- template lifecycle ----
@@ -378,7 +387,11 @@ func (t *template) start() error {
 	if err := cg.addProc(cmd.Process.Pid); err != nil {
 		return err
 	}
-	zcfg, err := json.Marshal(map[string]any{"seccomp": p.seccomp, "preload": p.cfg.Preload})
+	p.mu.Lock()
+	disk := p.limits.DiskBytes
+	p.mu.Unlock()
+	zcfg, err := json.Marshal(map[string]any{"seccomp": p.seccomp, "preload": p.cfg.Preload,
+		"env": p.cfg.Env, "disk": disk})
 	if err != nil {
 		return err
 	}
@@ -744,16 +757,16 @@ func pidOfPidfd(fd int) (int, error) {
 // does not serve this spec, has no child ready, or the child failed before
 // the code started.
 func (p *warmPool) run(ctx context.Context, spec Spec, lim Limits) (res Result, ok bool, err error) {
-	if !p.serves(spec, lim) {
+	serves, execProgram := p.serves(spec, lim)
+	if !serves {
 		return res, false, nil
 	}
 	sp := p.acquire(ctx)
 	if sp == nil {
 		return res, false, nil
 	}
-	defer p.release(sp.t)
-	defer sp.close()
-	res, started, err := p.exec(ctx, spec, lim, sp)
+	defer func() { go p.retire(sp) }()
+	res, started, err := p.exec(ctx, spec, lim, sp, execProgram)
 	if !started && ctx.Err() == nil {
 		p.l.log.Warn("warm child failed before the code started; running cold", "slot", sp.t.slot, "err", err)
 		return Result{}, false, nil
@@ -761,7 +774,23 @@ func (p *warmPool) run(ctx context.Context, spec Spec, lim Limits) (res Result, 
 	return res, true, err
 }
 
-func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare) (res Result, started bool, err error) {
+// retire waits, off the request path, until the child's whole namespace is
+// gone (a child that reported its status early may still be tearing down),
+// removes its cgroup and frees its template for the next run.
+func (p *warmPool) retire(sp *spare) {
+	defer p.release(sp.t)
+	_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0)
+	if !sp.reaped {
+		select {
+		case <-sp.exit:
+		case <-time.After(time.Minute):
+			p.l.log.Error("warm child not reaped", "slot", sp.t.slot)
+		}
+	}
+	sp.close()
+}
+
+func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, execProgram bool) (res Result, started bool, err error) {
 	l := p.l
 	if lim.MemoryBytes != sp.limits.MemoryBytes || lim.Pids != sp.limits.Pids {
 		if err := sp.rehome(lim); err != nil {
@@ -800,7 +829,7 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare) (
 
 	body, err := json.Marshal(warmRequest{
 		Argv: st.Argv, Env: spec.Env, Files: spec.Files, Disk: lim.DiskBytes, FSize: lim.FileBytes,
-		CPUSecs: int64((lim.CPUTime + time.Second - 1) / time.Second),
+		CPUSecs: int64((lim.CPUTime + time.Second - 1) / time.Second), Exec: execProgram,
 	})
 	if err != nil {
 		return res, false, err
@@ -827,8 +856,12 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare) (
 	pumps.Add(2)
 	go func() { defer pumps.Done(); sink.pump(outR, 0) }()
 	go func() { defer pumps.Done(); sink.pump(errR, 1) }()
-	// The child reports "started" (or its setup error) and closes its socket.
+	// The child reports "started" (or its setup error), then, if the code
+	// ran to its end, its exit status just before it exits. The code runs
+	// in that process and may write anything to the socket: anything but
+	// one well-formed status is ignored, and the run waits for the real exit.
 	report := make(chan string, 1)
+	early := make(chan syscall.WaitStatus, 1) // as wait(2) encodes it
 	go func() {
 		msg, _, err := readFrame(sp.conn, false)
 		var m struct {
@@ -838,10 +871,24 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare) (
 		switch {
 		case err != nil:
 			report <- "no report: " + err.Error()
+			return
 		case json.Unmarshal(msg, &m) != nil || !m.Started:
 			report <- "setup failed: " + m.Error
+			return
 		default:
 			report <- ""
+		}
+		msg, _, err = readFrame(sp.conn, false)
+		var e struct {
+			Exit   *int `json:"exit"`
+			Signal *int `json:"signal"`
+		}
+		switch {
+		case err != nil || json.Unmarshal(msg, &e) != nil:
+		case e.Exit != nil && *e.Exit >= 0 && *e.Exit <= 255:
+			early <- syscall.WaitStatus(*e.Exit << 8)
+		case e.Signal != nil && *e.Signal > 0 && *e.Signal < 65:
+			early <- syscall.WaitStatus(*e.Signal)
 		}
 	}()
 
@@ -850,15 +897,16 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare) (
 	tick := time.NewTicker(cpuPoll)
 	defer tick.Stop()
 	var (
-		reason    Status
-		cpuKilled bool
-		ws        syscall.WaitStatus
-		exited    bool
-		setupErr  = "no report"
-		reported  bool
-		tStarted  time.Duration
-		ctxDone   = ctx.Done()
-		overflow  = sink.overflow
+		reason       Status
+		cpuKilled    bool
+		ws           syscall.WaitStatus
+		exited       bool
+		exitReported bool // ws is what the child reported before exiting
+		setupErr     = "no report"
+		reported     bool
+		tStarted     time.Duration
+		ctxDone      = ctx.Done()
+		overflow     = sink.overflow
 	)
 	kill := func(r Status) {
 		if reason == "" {
@@ -887,8 +935,15 @@ loop:
 				cpuKilled = true
 				kill(StatusTimeout)
 			}
+		case s := <-early:
+			// Its namespace dies with it: no process of the run survives
+			// to change the workdir while it is collected.
+			_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0)
+			ws, exited, exitReported = s, true, true
+			break loop
 		case s, ok := <-sp.exit:
 			ws, exited = s, ok
+			sp.reaped = true
 			break loop
 		}
 	}
@@ -913,8 +968,10 @@ loop:
 		errR.Close()
 		<-pumpsDone
 	}
-	if err := sp.cg.empty(); err != nil {
-		return res, started, fmt.Errorf("sandbox: %w", err)
+	if !exitReported {
+		if err := sp.cg.empty(); err != nil {
+			return res, started, fmt.Errorf("sandbox: %w", err)
+		}
 	}
 	stats, err := sp.cg.stats()
 	if err != nil {
@@ -931,10 +988,11 @@ loop:
 	if !exited {
 		return res, true, errors.New("sandbox: warm template died during the run")
 	}
-	if ws.Signaled() {
+	switch {
+	case ws.Signaled():
 		res.Signal = unix.SignalName(ws.Signal())
 		res.ExitCode = 128 + int(ws.Signal())
-	} else {
+	default:
 		res.ExitCode = ws.ExitStatus()
 	}
 	failed := res.ExitCode != 0

@@ -92,7 +92,15 @@ for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Secco
 print("pids", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 print("host", socket.gethostname())
 print("tmp", sorted(os.listdir("/tmp")))
-print("fds", sorted(int(f) for f in os.listdir("/proc/self/fd")))
+kinds = []
+for f in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+    try:
+        k = os.readlink("/proc/self/fd/%d" % f).split(":")[0]
+        flags = int(dict(l.split(":\t") for l in open("/proc/self/fdinfo/%d" % f).read().splitlines() if ":\t" in l)["flags"], 8)
+        kinds.append("%s%s%s" % ("%d:" % f if f <= 2 else "", k.split("/")[1] if k.startswith("/") else k, "+cloexec" if flags & 0o2000000 else ""))
+    except OSError:
+        pass  # listdir's own, closed
+print("fds", kinds)
 print("env", sorted(os.environ))
 print("masked", [n for n in ("kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms") if os.path.exists("/proc/" + n) and open("/proc/" + n, "rb").read(1)])
 for p in ("/x", "/usr/x", "/proc/sys/kernel/hostname"):
@@ -116,7 +124,10 @@ print("zygote", ".zygote" in mi or os.path.exists("/tmp/.zygote"))
 	want := []string{
 		"ids 1000 1000 1000 []", "CapInh 0000000000000000", "CapPrm 0000000000000000", "CapEff 0000000000000000",
 		"CapBnd 0000000000000000", "CapAmb 0000000000000000", "NoNewPrivs 1", "Seccomp 2", "Seccomp_filters 2",
-		"pids [1]", "host sandbox", "tmp ['code']", "fds [0, 1, 2, 3]",
+		"pids [1]", "host sandbox", "tmp ['code']",
+		// Besides stdio, only the socket for the exit report, which no
+		// exec'd program inherits.
+		"fds ['0:dev', '1:pipe', '2:pipe', 'socket+cloexec']",
 		"env ['HOME', 'LANG', 'MPLBACKEND', 'PATH', 'PYTHONPATH']", "masked []", "inet EAFNOSUPPORT",
 		"unshare EPERM", "mount EPERM", "ptrace EPERM", "zygote False",
 	}
@@ -134,7 +145,10 @@ print("zygote", ".zygote" in mi or os.path.exists("/tmp/.zygote"))
 // /tmp, processes, random state, modules, globals) reaches the second.
 func TestWarmNothingCarriesOver(t *testing.T) {
 	s := wb(t)
+	// The abstract socket outlives the run's main process in a child: the
+	// next run (same template, same network namespace) must not find it.
 	first := `import os, subprocess, sys, numpy, random
+subprocess.Popen([sys.executable, "-c", "import socket, time; s = socket.socket(socket.AF_UNIX); s.bind(b'\\0codeexec-probe'); s.listen(); print('bound', flush=True); time.sleep(100)"], stdout=subprocess.PIPE).stdout.readline()
 open("/tmp/secret", "w").write("x")
 os.makedirs("/dev/shm/x", exist_ok=True)
 subprocess.Popen(["sleep", "100"], start_new_session=True)
@@ -142,7 +156,12 @@ sys.modules["planted"] = 1
 import builtins; builtins.planted = 1
 print(numpy.random.randint(1 << 30), random.randint(0, 1 << 30))
 `
-	second := `import os, sys, numpy, random, builtins
+	second := `import os, sys, numpy, random, builtins, socket
+c = socket.socket(socket.AF_UNIX)
+try:
+    c.connect(b"\0codeexec-probe"); print("CONNECTED to the previous run")
+except OSError:
+    pass
 print(os.path.exists("/tmp/secret"), os.listdir("/dev/shm"), "planted" in sys.modules, hasattr(builtins, "planted"))
 print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 print(numpy.random.randint(1 << 30), random.randint(0, 1 << 30))
@@ -249,5 +268,82 @@ func TestWarmFallback(t *testing.T) {
 	wantStatus(t, r, StatusOK)
 	if r.Stdout == "1\n" {
 		t.Fatalf("served warm with another environment")
+	}
+}
+
+// TestWarmExecProgram: a program delivered with the request (the compile
+// cache's shape) is exec'd by a warm child, with its argv, environment,
+// stdin and exit status, under the same isolation.
+func TestWarmExecProgram(t *testing.T) {
+	s := wb(t)
+	script := `#!/bin/sh
+echo "pid=$$ uid=$(id -u) args=$* env=$GREETING"
+cat
+grep -c zygote /proc/1/cmdline
+ign=$(awk '/^SigIgn/ {print $2}' /proc/$$/status)
+blk=$(awk '/^SigBlk/ {print $2}' /proc/$$/status)
+echo "ignored=$(( 0x$ign & 0x7fffffff )) blocked=$(( 0x$blk ))"
+exit 7
+`
+	sp := Spec{
+		Steps:  []Step{{Name: "run", Argv: []string{"/tmp/build/main", "a", "b c"}, Stdin: []byte("from stdin\n")}},
+		Files:  []File{{Path: "/tmp/build/main", Data: []byte(script), Mode: 0o755}},
+		Env:    []string{"PATH=/usr/bin:/bin", "GREETING=hello"},
+		Limits: warmSpec("").Limits,
+	}
+	r := run(t, s, sp)
+	if r.Status != StatusError || r.ExitCode != 7 {
+		t.Fatalf("status %s exit %d stderr %q", r.Status, r.ExitCode, r.Stderr)
+	}
+	// pid 2 under a warm child (the reaper, pid 1), as a cold run's
+	// program is under the init. No standard signal ignored or blocked:
+	// the Python that spawned it ignores SIGPIPE and SIGXFSZ, the program
+	// must not. (glibc's posix_spawn leaves its two internal signals, 32
+	// and 33, ignored; the program's own libc takes them over.)
+	if r.Stdout != "pid=2 uid=1000 args=a b c env=hello\nfrom stdin\n1\nignored=0 blocked=0\n" {
+		t.Fatalf("stdout %q", r.Stdout)
+	}
+	sp.Files[0].Data = []byte("\x7fELF garbage")
+	r = run(t, s, sp)
+	if r.Status != StatusError || r.ExitCode != 126 || !strings.Contains(r.Stderr, "/tmp/build/main") {
+		t.Fatalf("garbage program: %s exit %d stderr %q", r.Status, r.ExitCode, r.Stderr)
+	}
+	if p := warmSlotProcesses(t, s); len(p) > 0 {
+		t.Fatalf("processes left: %v", p)
+	}
+}
+
+// TestWarmForgedReport: the code runs in the process that reports its exit
+// status, so it can write to that socket. A forged "exited" ends the run
+// (and kills what it left running); junk is ignored and the real exit
+// status counts.
+func TestWarmForgedReport(t *testing.T) {
+	s := wb(t)
+	const findSock = `import os, struct, subprocess, time
+def kind(f):
+    try:
+        return os.readlink("/proc/self/fd/" + f)
+    except OSError:
+        return ""
+fd = next(int(f) for f in os.listdir("/proc/self/fd") if kind(f).startswith("socket:"))
+`
+	start := time.Now()
+	r := run(t, s, warmSpec(findSock+`subprocess.Popen(["sleep", "60"], start_new_session=True)
+os.write(fd, struct.pack(">I", 11) + b'{"exit": 0}')
+while True:
+    open("/mnt/data/late", "w").write("x")
+`))
+	if r.Status != StatusOK || r.ExitCode != 0 || time.Since(start) > 10*time.Second {
+		t.Fatalf("forged report: %s exit %d after %v: %q", r.Status, r.ExitCode, time.Since(start), r.Stderr)
+	}
+	if p := warmSlotProcesses(t, s); len(p) > 0 {
+		t.Fatalf("processes left after a forged report: %v", p)
+	}
+	r = run(t, s, warmSpec(findSock+`os.write(fd, b"\xff\xff\xff\xffjunk")
+print("still here")
+raise SystemExit(5)
+`))
+	if r.Status != StatusError || r.ExitCode != 5 || r.Stdout != "still here\n" {
+		t.Fatalf("junk report: %s exit %d stdout %q", r.Status, r.ExitCode, r.Stdout)
 	}
 }
