@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,6 +61,11 @@ type runCgroup interface {
 	// empty kills whatever is still inside and waits until nothing is.
 	empty() error
 	destroy() error
+	// recycle is destroy for a cgroup whose slot will be used again: the
+	// tree may keep it, emptied and with its counters reset, for the next
+	// newRun of the slot (creating and removing cgroups costs the server
+	// and the kernel's cgroup workers ~10 ms of CPU per run on cgroup v1).
+	recycle() error
 }
 
 func newCgroupTree(parent string, instance int) (cgroupTree, error) {
@@ -86,7 +93,16 @@ func newCgroupTree(parent string, instance int) (cgroupTree, error) {
 type cg1Tree struct {
 	base  string
 	memsw bool // swap accounting on: memory.memsw.* bounds memory+swap
+
+	mu   sync.Mutex
+	idle map[int]*cg1Run // recycled cgroups by slot
 }
+
+// reuseCharge is the most unreclaimable memory (anonymous, tmpfs: a
+// workdir not yet unmounted) a recycled cgroup may still have charged to be
+// reused: above it the next run would get less than its limit, so a fresh
+// cgroup is made instead.
+const reuseCharge = 4 << 20
 
 func (t *cg1Tree) hierarchy() ([]cgroup1.Subsystem, error) {
 	return []cgroup1.Subsystem{
@@ -101,6 +117,16 @@ func (t *cg1Tree) describe() map[string]any {
 }
 
 func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
+	t.mu.Lock()
+	r := t.idle[slot]
+	delete(t.idle, slot)
+	t.mu.Unlock()
+	if r != nil {
+		if r.reuse(lim) == nil {
+			return r, nil
+		}
+		_ = r.destroy()
+	}
 	path := fmt.Sprintf("%s/s%d", t.base, slot)
 	// A leftover of a run whose cleanup failed: empty and drop it first.
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", path)); err == nil {
@@ -111,6 +137,14 @@ func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
 			_ = old.destroy()
 		}
 	}
+	cg, err := cgroup1.New(cgroup1.StaticPath(path), t.resources(lim), cgroup1.WithHierarchy(t.hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", path, err)
+	}
+	return &cg1Run{cg: cg, path: path, tree: t, slot: slot, lim: lim}, nil
+}
+
+func (t *cg1Tree) resources(lim cgroupLimits) *specs.LinuxResources {
 	period := uint64(100000)
 	quota := int64(lim.cpus * float64(period))
 	res := &specs.LinuxResources{
@@ -121,14 +155,13 @@ func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
 	if t.memsw {
 		res.Memory.Swap = &lim.memory
 	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(path), res, cgroup1.WithHierarchy(t.hierarchy))
-	if err != nil {
-		return nil, fmt.Errorf("cgroup %s: %w", path, err)
-	}
-	return &cg1Run{cg: cg, path: path}, nil
+	return res
 }
 
 func (t *cg1Tree) purge() error {
+	t.mu.Lock()
+	t.idle = nil
+	t.mu.Unlock()
 	var errs []error
 	for _, c := range []string{"memory", "pids", "cpu", "cpuacct"} {
 		dir := filepath.Join(cgroupRoot, c, t.base)
@@ -166,6 +199,12 @@ func removeCgroupTree(dir string, empty func(procs string) error) []error {
 type cg1Run struct {
 	cg   cgroup1.Cgroup
 	path string
+	tree *cg1Tree
+	slot int
+	lim  cgroupLimits
+	// oomBase is memory.oom_control's oom_kill when the cgroup was last
+	// reused: that counter cannot be reset.
+	oomBase uint64
 }
 
 func (r *cg1Run) file(ctrl, name string) string {
@@ -196,8 +235,86 @@ func (r *cg1Run) stats() (cgroupStats, error) {
 	if err != nil {
 		return s, err
 	}
-	s.oomKills = kv["oom_kill"]
+	s.oomKills = kv["oom_kill"] - min(kv["oom_kill"], r.oomBase)
 	return s, nil
+}
+
+func (r *cg1Run) recycle() error {
+	if r.cg == nil || r.tree == nil || !r.isEmpty() {
+		return r.destroy()
+	}
+	r.tree.mu.Lock()
+	if r.tree.idle == nil {
+		r.tree.idle = map[int]*cg1Run{}
+	}
+	old := r.tree.idle[r.slot]
+	r.tree.idle[r.slot] = r
+	r.tree.mu.Unlock()
+	if old != nil && old != r {
+		return old.destroy()
+	}
+	return nil
+}
+
+func (r *cg1Run) isEmpty() bool {
+	data, err := os.ReadFile(r.file("pids", "cgroup.procs"))
+	return err == nil && len(bytes.TrimSpace(data)) == 0
+}
+
+// setLimits changes a cgroup's limits. With swap accounting the kernel
+// keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every
+// step, so a raise sets memsw first and a cut sets it last.
+func (r *cg1Run) setLimits(lim cgroupLimits) error {
+	res := r.tree.resources(lim)
+	mem := []string{"memory.limit_in_bytes"}
+	if r.tree.memsw {
+		mem = append(mem, "memory.memsw.limit_in_bytes")
+		if lim.memory > r.lim.memory {
+			slices.Reverse(mem)
+		}
+	}
+	for _, f := range mem {
+		if err := os.WriteFile(r.file("memory", f), []byte(strconv.FormatInt(lim.memory, 10)), 0); err != nil {
+			return err
+		}
+	}
+	res.Memory = nil
+	return r.cg.Update(res)
+}
+
+// reuse readies a recycled cgroup for a new run with lim: no process, little
+// memory still charged, limits set, usage and peak counters reset.
+func (r *cg1Run) reuse(lim cgroupLimits) error {
+	if !r.isEmpty() {
+		return errors.New("cgroup not empty")
+	}
+	// Clean page cache the last run pulled in stays charged but is
+	// reclaimed under pressure; anonymous and tmpfs memory is not.
+	st, err := readKV(r.file("memory", "memory.stat"))
+	if err != nil || st["rss"]+st["shmem"] > reuseCharge {
+		return errors.New("cgroup still charged")
+	}
+	if lim != r.lim {
+		if err := r.setLimits(lim); err != nil {
+			return err
+		}
+		r.lim = lim
+	}
+	resets := []string{r.file("cpuacct", "cpuacct.usage"), r.file("memory", "memory.max_usage_in_bytes")}
+	if r.tree.memsw {
+		resets = append(resets, r.file("memory", "memory.memsw.max_usage_in_bytes"))
+	}
+	for _, f := range resets {
+		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+			return err
+		}
+	}
+	kv, err := readKV(r.file("memory", "memory.oom_control"))
+	if err != nil {
+		return err
+	}
+	r.oomBase = kv["oom_kill"]
+	return nil
 }
 
 func (r *cg1Run) empty() error {
@@ -313,6 +430,8 @@ func (r *cg2Run) empty() error {
 	_ = os.WriteFile(filepath.Join(r.dir, "cgroup.kill"), []byte("1"), 0)
 	return emptyCgroup(filepath.Join(r.dir, "cgroup.procs"))
 }
+
+func (r *cg2Run) recycle() error { return r.destroy() }
 
 func (r *cg2Run) destroy() error {
 	if r.fd >= 0 {
@@ -431,6 +550,7 @@ func (noCgroups) cpuUsage() (time.Duration, error) { return 0, errors.New("no cg
 func (noCgroups) stats() (cgroupStats, error)      { return cgroupStats{}, nil }
 func (noCgroups) empty() error                     { return nil }
 func (noCgroups) destroy() error                   { return nil }
+func (noCgroups) recycle() error                   { return nil }
 
 // usable creates and removes a probe cgroup: a mounted but read-only
 // hierarchy (a container without the right to write it) fails here.

@@ -507,7 +507,7 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		if err := cg.empty(); err != nil {
 			l.log.Error("sandbox cgroup not empty", "err", err)
 		}
-		if err := cg.destroy(); err != nil {
+		if err := cg.recycle(); err != nil {
 			l.log.Error("sandbox cgroup not removed", "err", err)
 		}
 	}()

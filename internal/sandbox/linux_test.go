@@ -654,3 +654,53 @@ func benchRun(b *testing.B, argv ...string) {
 
 func BenchmarkRunTrue(b *testing.B)   { benchRun(b, "/bin/true") }
 func BenchmarkRunPython(b *testing.B) { benchRun(b, "/usr/bin/python3", "-c", "print(1)") }
+
+// TestRecycledCgroupStartsClean: a slot's cgroup is kept for its next run
+// (cgroup v1); that run must not inherit the last one's OOM kill, CPU time,
+// memory peak or limits.
+func TestRecycledCgroupStartsClean(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-recycle", InstanceDir: testRunDir + "-recycle-inst", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tree, ok := s.cg.(*cg1Tree)
+	if !ok {
+		t.Skip("cgroups are only recycled on v1")
+	}
+	r := run(t, s, Spec{Limits: Limits{MemoryBytes: 64 << 20}, Steps: py("x = bytearray(200 << 20)")})
+	wantStatus(t, r, StatusMemory)
+	r = run(t, s, Spec{Limits: Limits{MemoryBytes: 64 << 20, CPUTime: 5 * time.Second}, Steps: py("while True: pass")})
+	wantStatus(t, r, StatusTimeout)
+	tree.mu.Lock()
+	kept := tree.idle[0]
+	tree.mu.Unlock()
+	if kept == nil {
+		t.Fatal("the slot's cgroup was not kept for reuse")
+	}
+	// A plain failure (not a memory one, unless the old OOM kill carried
+	// over), small CPU time and peak (unless the old counters did), and 80
+	// MB allowed (unless the old 64 MB limit stayed).
+	r = run(t, s, Spec{Limits: Limits{MemoryBytes: 128 << 20}, Steps: py("x = bytearray(80 << 20); del x; raise SystemExit(1)")})
+	wantStatus(t, r, StatusError)
+	if r.CPUTime > 2*time.Second || r.MemoryPeak < 80<<20 || r.MemoryPeak > 120<<20 {
+		t.Fatalf("counters carried over: cpu %v peak %d", r.CPUTime, r.MemoryPeak)
+	}
+	r = run(t, s, Spec{Limits: Limits{MemoryBytes: 128 << 20}, Steps: py("pass")})
+	wantStatus(t, r, StatusOK)
+	if r.MemoryPeak > 40<<20 {
+		t.Fatalf("peak carried over: %d", r.MemoryPeak)
+	}
+	tree.mu.Lock()
+	again := tree.idle[0]
+	tree.mu.Unlock()
+	if again != kept {
+		t.Fatal("the kept cgroup was not reused")
+	}
+	if kept.lim.memory != 128<<20 {
+		t.Fatalf("limit not updated: %d", kept.lim.memory)
+	}
+}

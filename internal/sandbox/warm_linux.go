@@ -704,7 +704,7 @@ func (sp *spare) close() {
 			if err := sp.cg.empty(); err != nil {
 				sp.t.p.l.log.Error("warm cgroup not empty", "err", err)
 			}
-			if err := sp.cg.destroy(); err != nil {
+			if err := sp.cg.recycle(); err != nil {
 				sp.t.p.l.log.Error("warm cgroup not removed", "err", err)
 			}
 		}
@@ -728,7 +728,7 @@ func (sp *spare) rehome(lim Limits) error {
 		sp.t.freeCgID(id)
 		return err
 	}
-	_ = sp.cg.destroy()
+	_ = sp.cg.recycle()
 	sp.t.freeCgID(sp.cgID)
 	sp.cg, sp.cgID, sp.limits = cg, id, lim
 	return nil
