@@ -140,7 +140,7 @@ var settings = []setting{
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
 	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even without usable cgroups (limits fall back to rlimits; /health says degraded)"},
 	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native (Linux namespaces) or gvisor (runsc, a user-space kernel)"},
-	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm Python sandboxes with numpy, pandas and matplotlib imported, ~150 MB each (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
+	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm sandboxes: Python with numpy, pandas and matplotlib imported, ~150 MB each, which also spawn every other single-step run (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
 	{name: "CODEEXEC_COMPILE_CACHE_MB", def: "256", help: "size of the cache of compiled programs (same source and toolchain: compiled once), under CODEEXEC_RUN_DIR; 0 disables"},
 	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
 	{name: "CODEEXEC_UID_BASE", def: "", help: "first host uid of the sandboxes' uid ranges (default 0x70000000); give each container on one host its own, 0x4000000 apart"},

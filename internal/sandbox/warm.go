@@ -1,19 +1,20 @@
 package sandbox
 
-// WarmConfig configures the warm Python pool of the Linux backend
+// WarmConfig configures the warm pool of the Linux backend
 // (LinuxConfig.Warm): per pool slot, a long-lived template sandbox whose
 // Python has already imported the data stack and keeps children forked,
-// isolated and parked, each serving exactly one run. Specs the pool cannot
-// serve exactly as a cold run would, and every spec while the pool is empty,
-// run cold.
+// isolated and parked, each serving exactly one run: Python code in that
+// interpreter, any other single-step run by spawning its program. Multi-step
+// and networked specs, and every spec while the pool is empty, run cold.
 type WarmConfig struct {
 	// Python is the number of template slots (0 disables the pool). Each
 	// has its own uid range and costs the memory of one interpreter with the
 	// preloaded modules (~150 MB with numpy, pandas and matplotlib).
 	Python int
-	// Interpreter is the run step's argv[0] the pool serves (default
-	// /usr/bin/python3); the pool serves [Interpreter, "-u", src, args...]
-	// where src is one of the spec's Files.
+	// Interpreter is the run step's argv[0] the pool runs in the template's
+	// own interpreter (default /usr/bin/python3): [Interpreter, "-u", src,
+	// args...] where src is one of the spec's Files and the environment is
+	// Env; other specs' programs are spawned.
 	Interpreter string
 	// Env is the exact environment of the specs the pool serves; the
 	// template imports its modules under it.
