@@ -379,7 +379,7 @@ func (l *Linux) Describe() map[string]any {
 	return map[string]any{
 		"backend":    "linux",
 		"instance":   l.instance,
-		"slots":      l.cfg.Slots + l.cfg.Warm.Python, // cold, then warm
+		"slots":      l.cfg.Slots + 2*l.cfg.Warm.Python, // cold, then warm (preloaded and lean)
 		"userns":     true,
 		"uid_map":    fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
 		"namespaces": []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},

@@ -68,7 +68,7 @@ func TestWarmBasic(t *testing.T) {
 		t.Fatalf("output file: %q %v", b, err)
 	}
 	t.Logf("wall %v cpu %v mem %d", r.WallTime, r.CPUTime, r.MemoryPeak)
-	if !strings.Contains(fmt.Sprint(s.Describe()["warm"]), "ready:1") {
+	if !strings.Contains(fmt.Sprint(s.Describe()["warm"]), "ready:2") {
 		t.Errorf("describe: %v", s.Describe()["warm"])
 	}
 }
@@ -186,7 +186,7 @@ print(numpy.random.randint(1 << 30), random.randint(0, 1 << 30))
 func warmSlotProcesses(t *testing.T, s *Linux) []string {
 	t.Helper()
 	var out []string
-	for i := 0; i < s.cfg.Warm.Python; i++ {
+	for i := 0; i < 2*s.cfg.Warm.Python; i++ {
 		uid := s.hostID(s.cfg.Slots+i) + sandboxUID
 		deadline := time.Now().Add(2 * time.Second)
 		for {
@@ -345,5 +345,43 @@ raise SystemExit(5)
 `))
 	if r.Status != StatusError || r.ExitCode != 5 || r.Stdout != "still here\n" {
 		t.Fatalf("junk report: %s exit %d stdout %q", r.Status, r.ExitCode, r.Stdout)
+	}
+}
+
+func TestImportsBeyondStdlib(t *testing.T) {
+	std := map[string]bool{"os": true, "sys": true, "json": true, "collections": true, "math": true}
+	for src, want := range map[string]bool{
+		"print(1)":                                       false,
+		"import os, sys\nimport json as j":               false,
+		"from collections.abc import Mapping":            false,
+		"def f():\n    import math\n    return 1":        false,
+		"import numpy as np":                             true,
+		"import os, pandas":                              true,
+		"from matplotlib import pyplot":                  true,
+		"from . import local":                            true,
+		"import mymodule  # uploaded to /mnt/data":       true,
+		"m = __import__('numpy')":                        true,
+		"import importlib\nimportlib.import_module('x')": true,
+		"exec('import numpy')":                           true,
+		"import os\nif True: import scipy":               false, // not at a line start: taken as stdlib-only; runs lean, correctly, just slower
+	} {
+		if got := importsBeyond([]byte(src), std); got != want {
+			t.Errorf("%q: got %v, want %v", src, got, want)
+		}
+	}
+}
+
+// TestWarmLeanAndPreloaded: code that imports only the standard library
+// runs in a lean template (nothing preloaded), code that imports more in a
+// preloaded one; both with the same isolation (TestWarmIsolation runs lean).
+func TestWarmLeanAndPreloaded(t *testing.T) {
+	s := wb(t)
+	r := run(t, s, warmSpec("import os, sys\nprint(os.getpid(), 'pandas' in sys.modules)"))
+	if r.Stdout != "1 False\n" {
+		t.Fatalf("stdlib-only code: %q (want a warm child with nothing preloaded)", r.Stdout)
+	}
+	r = run(t, s, warmSpec("import sys, numpy\nprint(__import__('os').getpid(), 'pandas' in sys.modules)"))
+	if r.Stdout != "1 True\n" {
+		t.Fatalf("numpy code: %q (want a preloaded warm child)", r.Stdout)
 	}
 }

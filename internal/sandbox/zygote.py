@@ -422,7 +422,8 @@ def main():
     gc.freeze()
     gc.disable()
     threads = len(os.listdir("/proc/self/task"))
-    ctrl.send(json.dumps({"ready": True, "threads": threads, "preload_error": preload_err}).encode())
+    ctrl.send(json.dumps({"ready": True, "threads": threads, "preload_error": preload_err,
+                          "stdlib": sorted(getattr(sys, "stdlib_module_names", ()))}).encode())
     if threads != 1:
         return 1  # forking a multi-threaded process is unsafe: refuse to serve
     children = {}  # pidfd -> pid
