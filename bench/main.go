@@ -423,14 +423,27 @@ func rssMB(pid int) float64 {
 	return 0
 }
 
-// sandboxMB is the memory charged to every codeexec cgroup (templates,
-// parked children, runs): cgroup v1 memory, or v2.
+// sandboxMB is the anonymous and tmpfs memory charged to every codeexec
+// cgroup (templates, parked children, runs): cgroup v1 or v2 memory.stat.
+// Page cache is left out: it is reclaimable and includes files any earlier
+// process read.
 func sandboxMB() float64 {
-	for _, p := range []string{"/sys/fs/cgroup/memory/codeexec/memory.usage_in_bytes", "/sys/fs/cgroup/codeexec/memory.current"} {
-		if data, err := os.ReadFile(p); err == nil {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(string(data)), 64)
-			return round(n / (1 << 20))
+	for _, c := range []struct{ path, anon, shmem string }{
+		{"/sys/fs/cgroup/memory/codeexec/memory.stat", "total_rss", "total_shmem"},
+		{"/sys/fs/cgroup/codeexec/memory.stat", "anon", "shmem"},
+	} {
+		data, err := os.ReadFile(c.path)
+		if err != nil {
+			continue
 		}
+		var n float64
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && (f[0] == c.anon || f[0] == c.shmem) {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				n += v
+			}
+		}
+		return round(n / (1 << 20))
 	}
 	return 0
 }
