@@ -18,7 +18,7 @@
 # one's whole pid namespace is gone, so a run finds no socket of another.
 # A fresh one per run would cost ~18 ms of kernel CPU to tear down.
 #
-# Every page a child writes is a copy-on-write fault (~12-30 us each on a
+# Every page a child writes is a copy-on-write fault (~15-50 us each on a
 # paravirtualised VM): the per-child work below is kept to what must differ
 # per run, and the rest is done once in the template.
 #
