@@ -282,12 +282,10 @@ func (r *cg1Run) setLimits(lim cgroupLimits) error {
 	return r.cg.Update(res)
 }
 
-// reuse readies a recycled cgroup for a new run with lim: no process, little
-// memory still charged, limits set, usage and peak counters reset.
+// reuse readies a recycled cgroup (empty: recycle only keeps empty ones,
+// and nothing enters it until newRun returns it) for a new run with lim:
+// little memory still charged, limits set, usage and peak counters reset.
 func (r *cg1Run) reuse(lim cgroupLimits) error {
-	if !r.isEmpty() {
-		return errors.New("cgroup not empty")
-	}
 	// Clean page cache the last run pulled in stays charged but is
 	// reclaimed under pressure; anonymous and tmpfs memory is not.
 	st, err := readKV(r.file("memory", "memory.stat"))

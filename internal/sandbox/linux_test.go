@@ -675,9 +675,7 @@ func TestRecycledCgroupStartsClean(t *testing.T) {
 	wantStatus(t, r, StatusMemory)
 	r = run(t, s, Spec{Limits: Limits{MemoryBytes: 64 << 20, CPUTime: 5 * time.Second}, Steps: py("while True: pass")})
 	wantStatus(t, r, StatusTimeout)
-	tree.mu.Lock()
-	kept := tree.idle[0]
-	tree.mu.Unlock()
+	kept := idleCgroup(tree, 0)
 	if kept == nil {
 		t.Fatal("the slot's cgroup was not kept for reuse")
 	}
@@ -694,13 +692,34 @@ func TestRecycledCgroupStartsClean(t *testing.T) {
 	if r.MemoryPeak > 40<<20 {
 		t.Fatalf("peak carried over: %d", r.MemoryPeak)
 	}
-	tree.mu.Lock()
-	again := tree.idle[0]
-	tree.mu.Unlock()
+	again := idleCgroup(tree, 0)
 	if again != kept {
 		t.Fatal("the kept cgroup was not reused")
 	}
 	if kept.lim.memory != 128<<20 {
 		t.Fatalf("limit not updated: %d", kept.lim.memory)
 	}
+	// A run leaves 40 MB in a workdir that stays mounted (charged to its
+	// cgroup as tmpfs memory): the next run must get a fresh cgroup, or
+	// its 40 MB allocation would not fit its 64 MB limit.
+	dir, release, err := s.NewWorkdir(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	r = run(t, s, Spec{Workdir: dir, Limits: Limits{MemoryBytes: 128 << 20}, Steps: sh("dd if=/dev/zero of=/mnt/data/f bs=1M count=40 2>/dev/null")})
+	wantStatus(t, r, StatusOK)
+	r = run(t, s, Spec{Limits: Limits{MemoryBytes: 64 << 20}, Steps: py("x = bytearray(40 << 20); print('ok')")})
+	wantStatus(t, r, StatusOK)
+	fresh := idleCgroup(tree, 0)
+	if fresh == kept {
+		t.Fatal("a cgroup still charged with a workdir's 40 MB was reused")
+	}
+}
+
+// idleCgroup is the cgroup tree keeps for slot's next run, if any.
+func idleCgroup(tree *cg1Tree, slot int) *cg1Run {
+	tree.mu.Lock()
+	defer tree.mu.Unlock()
+	return tree.idle[slot]
 }

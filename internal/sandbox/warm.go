@@ -7,9 +7,10 @@ package sandbox
 // interpreter, any other single-step run by spawning its program. Multi-step
 // and networked specs, and every spec while the pool is empty, run cold.
 type WarmConfig struct {
-	// Python is the number of template slots (0 disables the pool). Each
-	// has its own uid range and costs the memory of one interpreter with the
-	// preloaded modules (~150 MB with numpy, pandas and matplotlib).
+	// Python is the number of warm slots (0 disables the pool). Each runs
+	// two templates, each with its own uid range: one with the preloaded
+	// modules (~100-150 MB with numpy, pandas and matplotlib) and a lean one
+	// (~13 MB) for standard-library-only code and spawned programs.
 	Python int
 	// Interpreter is the run step's argv[0] the pool runs in the template's
 	// own interpreter (default /usr/bin/python3): [Interpreter, "-u", src,

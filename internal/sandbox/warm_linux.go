@@ -126,8 +126,8 @@ type warmRequest struct {
 	Disk    int64    `json:"disk"`
 	FSize   int64    `json:"fsize"`
 	CPUSecs int64    `json:"cpu_secs"`
-	// Exec has the child exec argv[0] (a program among Files) instead of
-	// running Python code.
+	// Exec has the child spawn argv[0] (any program of the sandbox's root
+	// or among Files) instead of running Python code itself.
 	Exec bool `json:"exec"`
 }
 
@@ -218,20 +218,21 @@ func (p *warmPool) describe() map[string]any {
 
 // serves reports whether the pool can serve spec as a cold run would, and
 // how: as Python code run by the template's interpreter itself (same
-// environment, [Interpreter, "-u", src, args...] with src among Files), or,
-// for any other single step, by spawning argv[0] from a warm child, which
-// then only reaps (the program is pid 2, as in a cold run). Multi-step
-// specs (compile and run) and networked runs run cold.
-func (p *warmPool) serves(spec Spec, lim Limits) (ok, execProgram bool) {
+// environment, [Interpreter, "-u", src, args...] with src among Files; code
+// is src's content), or, for any other single step, by spawning argv[0]
+// from a warm child, which then only reaps (the program is pid 2, as in a
+// cold run). Multi-step specs (compile and run) and networked runs run cold.
+func (p *warmPool) serves(spec Spec, lim Limits) (ok, execProgram bool, code []byte) {
 	if len(spec.Steps) != 1 || lim.Network {
-		return false, false
+		return false, false, nil
 	}
 	argv := spec.Steps[0].Argv
-	if len(argv) >= 3 && argv[0] == p.cfg.Interpreter && argv[1] == "-u" && slices.Equal(spec.Env, p.cfg.Env) &&
-		slices.ContainsFunc(spec.Files, func(f File) bool { return f.Path == argv[2] }) {
-		return true, false
+	if len(argv) >= 3 && argv[0] == p.cfg.Interpreter && argv[1] == "-u" && slices.Equal(spec.Env, p.cfg.Env) {
+		if i := slices.IndexFunc(spec.Files, func(f File) bool { return f.Path == argv[2] }); i >= 0 {
+			return true, false, spec.Files[i].Data
+		}
 	}
-	return len(argv) >= 1 && filepath.IsAbs(argv[0]), true
+	return len(argv) >= 1 && filepath.IsAbs(argv[0]), true, nil
 }
 
 // acquire takes a parked child of an idle template, waiting up to warmWait
@@ -790,11 +791,11 @@ func pidOfPidfd(fd int) (int, error) {
 // does not serve this spec, has no child ready, or the child failed before
 // the code started.
 func (p *warmPool) run(ctx context.Context, spec Spec, lim Limits) (res Result, ok bool, err error) {
-	serves, execProgram := p.serves(spec, lim)
+	serves, execProgram, code := p.serves(spec, lim)
 	if !serves {
 		return res, false, nil
 	}
-	sp := p.acquire(ctx, !execProgram && p.needsPreload(spec))
+	sp := p.acquire(ctx, !execProgram && p.needsPreload(code))
 	if sp == nil {
 		return res, false, nil
 	}
@@ -813,20 +814,11 @@ func (p *warmPool) run(ctx context.Context, spec Spec, lim Limits) (res Result, 
 // a module the interpreter does not list as standard, any relative or
 // dynamic import, and any code before the lean template has reported its
 // list, counts.
-func (p *warmPool) needsPreload(spec Spec) bool {
+func (p *warmPool) needsPreload(code []byte) bool {
 	p.mu.Lock()
 	stdlib := p.stdlib
 	p.mu.Unlock()
-	if stdlib == nil {
-		return true
-	}
-	src := spec.Steps[0].Argv[2]
-	for _, f := range spec.Files {
-		if f.Path == src {
-			return importsBeyond(f.Data, stdlib)
-		}
-	}
-	return true
+	return stdlib == nil || importsBeyond(code, stdlib)
 }
 
 var (
