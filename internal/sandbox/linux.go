@@ -267,7 +267,9 @@ func unmountTagged(tag string) error {
 			continue
 		}
 		mp := unescapeMountinfo(f[4])
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		// EINVAL, ENOENT: gone since mountinfo was read (a predecessor
+		// still shutting down released it), which is the end wanted.
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
 			continue
 		}
