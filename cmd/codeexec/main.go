@@ -334,7 +334,7 @@ func newSandbox(backend string, lc sandbox.LinuxConfig) (sandbox.Sandbox, error)
 // the engine makes for "py" (same interpreter, same environment).
 func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 	py, ok := lang.Lookup("py")
-	n := min(cfg.PoolPython, sandbox.MaxSlots-slots)
+	n := min(cfg.PoolPython, (sandbox.MaxSlots-slots)/sandbox.WarmTemplatesPerSlot)
 	if !ok || n <= 0 || len(py.Run) < 2 || py.Run[1] != "-u" {
 		return sandbox.WarmConfig{}
 	}

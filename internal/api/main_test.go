@@ -278,8 +278,10 @@ func (e *env) download(sid, fid string) []byte {
 func (e *env) leftovers() []string {
 	var out []string
 	filepath.Walk(e.runDir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.IsDir() && info.Name() == "rootfs" {
-			return filepath.SkipDir // the gVisor backend's root, kept while it lives
+		if err == nil && info.IsDir() && (info.Name() == "rootfs" || info.Name() == "helper") {
+			// The gVisor backend's root, kept while it lives; the warm
+			// templates' compiled helper, kept for the next start.
+			return filepath.SkipDir
 		}
 		if err == nil && !info.IsDir() && !strings.HasSuffix(p, ".lock") {
 			out = append(out, p)

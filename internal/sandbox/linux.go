@@ -121,7 +121,12 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 		l.slots <- i
 	}
 	if cfg.Warm.Python > 0 {
-		if l.warm, err = newWarmPool(l, cfg.Warm); err != nil {
+		l.warm, err = newWarmPool(l, cfg.Warm)
+		switch {
+		case errors.Is(err, errNoHelper):
+			log.Warn("warm pool off: every run starts cold", "err", err)
+			l.cfg.Warm = WarmConfig{}
+		case err != nil:
 			l.exe.Close()
 			return nil, err
 		}
@@ -381,7 +386,7 @@ func (l *Linux) Describe() map[string]any {
 	return map[string]any{
 		"backend":    "linux",
 		"instance":   l.instance,
-		"slots":      l.cfg.Slots + 2*l.cfg.Warm.Python, // cold, then warm (preloaded and lean)
+		"slots":      l.cfg.Slots + WarmTemplatesPerSlot*l.cfg.Warm.Python, // cold, then warm (preloaded and lean)
 		"userns":     true,
 		"uid_map":    fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
 		"namespaces": []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},

@@ -8,9 +8,9 @@ package sandbox
 // and networked specs, and every spec while the pool is empty, run cold.
 type WarmConfig struct {
 	// Python is the number of warm slots (0 disables the pool). Each runs
-	// two templates, each with its own uid range: one with the preloaded
-	// modules (~100-150 MB with numpy, pandas and matplotlib) and a lean one
-	// (~13 MB) for standard-library-only code and spawned programs.
+	// three templates, each with its own uid range: one with the preloaded
+	// modules (~100-150 MB with numpy, pandas and matplotlib) and two lean
+	// ones (~13 MB) for standard-library-only code and spawned programs.
 	Python int
 	// Interpreter is the run step's argv[0] the pool runs in the template's
 	// own interpreter (default /usr/bin/python3): [Interpreter, "-u", src,
@@ -30,6 +30,19 @@ type WarmConfig struct {
 	// a run with other limits re-homes its child first (slower).
 	Limits Limits
 }
+
+const (
+	// leanPerSlot lean templates run beside each preloaded one: a template
+	// serves one run at a time and is busy until that run's namespace is
+	// gone, and a lean one costs a fraction of a preloaded one per run
+	// (~13 MB against ~94 MB to fork and tear down), so a second one keeps
+	// back-to-back standard-library runs and spawned programs off the
+	// preloaded template.
+	leanPerSlot = 2
+	// WarmTemplatesPerSlot is how many sandbox slots (uid ranges) each
+	// warm slot takes.
+	WarmTemplatesPerSlot = 1 + leanPerSlot
+)
 
 // DefaultPreload imports numpy, pandas and matplotlib (Agg) and exercises
 // their lazily loaded parts once; a module that is missing is skipped.

@@ -50,6 +50,7 @@ type warmPool struct {
 	l       *Linux
 	cfg     WarmConfig
 	seccomp [][]byte
+	helper  []byte // zygote.so, the templates' native half
 	tmpls   []*template
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -118,17 +119,17 @@ type templateMsg struct {
 }
 
 // warmRequest is what a parked child receives (with its four descriptors:
-// workdir mount, stdin, stdout, stderr).
+// workdir mount, stdin, stdout, stderr), encoded by marshal.
 type warmRequest struct {
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env"`
-	Files   []File   `json:"files"`
-	Disk    int64    `json:"disk"`
-	FSize   int64    `json:"fsize"`
-	CPUSecs int64    `json:"cpu_secs"`
+	Argv    []string
+	Env     []string
+	Files   []File
+	Disk    int64
+	FSize   int64
+	CPUSecs int64
 	// Exec has the child spawn argv[0] (any program of the sandbox's root
 	// or among Files) instead of running Python code itself.
-	Exec bool `json:"exec"`
+	Exec bool
 }
 
 // warmCgroupID names the cgroups of template slot slot: k == 0 is the
@@ -156,8 +157,9 @@ func newWarmPool(l *Linux, cfg WarmConfig) (*warmPool, error) {
 	if cfg.Spares <= 0 {
 		cfg.Spares = 2
 	}
-	if l.cfg.Slots+2*cfg.Python > MaxSlots {
-		return nil, fmt.Errorf("sandbox: %d slots and %d warm slots exceed %d", l.cfg.Slots, 2*cfg.Python, MaxSlots)
+	if l.cfg.Slots+WarmTemplatesPerSlot*cfg.Python > MaxSlots {
+		return nil, fmt.Errorf("sandbox: %d slots and %d warm slots (%d templates each) exceed %d",
+			l.cfg.Slots, cfg.Python, WarmTemplatesPerSlot, MaxSlots)
 	}
 	if uint64(l.instanceRange(l.cfg.MaxInstances))+uint64(l.cfg.MaxInstances*MaxSlots) > 1<<32-2 {
 		return nil, errors.New("sandbox: UIDBase too high for the warm templates' uids")
@@ -173,10 +175,14 @@ func newWarmPool(l *Linux, cfg WarmConfig) (*warmPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: warm pool seccomp: %w", err)
 	}
-	p := &warmPool{l: l, cfg: cfg, seccomp: progs, stop: make(chan struct{}), changed: make(chan struct{}),
+	helper, err := buildZygoteHelper(context.Background(), filepath.Join(l.cfg.RunDir, "helper"))
+	if err != nil {
+		return nil, err
+	}
+	p := &warmPool{l: l, cfg: cfg, seccomp: progs, helper: helper, stop: make(chan struct{}), changed: make(chan struct{}),
 		limits: cfg.Limits.WithDefaults()}
-	// Per warm slot a preloaded template and a lean one.
-	for i := 0; i < 2*cfg.Python; i++ {
+	// Per warm slot a preloaded template and leanPerSlot lean ones.
+	for i := 0; i < WarmTemplatesPerSlot*cfg.Python; i++ {
 		t := &template{p: p, slot: l.cfg.Slots + i, lean: i >= cfg.Python, wake: make(chan struct{}, 1)}
 		p.tmpls = append(p.tmpls, t)
 		p.wg.Add(1)
@@ -209,7 +215,7 @@ func (p *warmPool) describe() map[string]any {
 		}
 	}
 	return map[string]any{"python": map[string]any{"templates": len(p.tmpls), "ready": ready, "spares": p.cfg.Spares,
-		"preloaded": len(p.tmpls) / 2, "lean": len(p.tmpls) / 2,
+		"preloaded": p.cfg.Python, "lean": leanPerSlot * p.cfg.Python,
 		"interpreter": p.cfg.Interpreter,
 		"isolation": "per run: forked child, pid 1 of fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
 			"Network: the template's namespace (no interface up, AF_UNIX only), one run at a time, after the previous run's processes are gone",
@@ -427,6 +433,7 @@ func (t *template) start() error {
 		Workdir: dir, RootFS: l.cfg.RootFS, Env: env, Template: true,
 		Files: []File{
 			{Path: zygoteDir + "/zygote.py", Data: zygoteSource},
+			{Path: zygoteDir + "/zygote.so", Data: p.helper, Mode: 0o755},
 			{Path: zygoteDir + "/config.json", Data: zcfg},
 		},
 		Steps: []initStep{{Name: "template", Argv: []string{p.cfg.Interpreter, "-u", zygoteDir + "/zygote.py"}}},
@@ -904,13 +911,11 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 	defer errR.Close()
 	defer errW.Close()
 
-	body, err := json.Marshal(warmRequest{
+	req := warmRequest{
 		Argv: st.Argv, Env: spec.Env, Files: spec.Files, Disk: lim.DiskBytes, FSize: lim.FileBytes,
 		CPUSecs: int64((lim.CPUTime + time.Second - 1) / time.Second), Exec: execProgram,
-	})
-	if err != nil {
-		return res, false, err
 	}
+	body := req.marshal()
 	cpuAtStart, _ := sp.cg.cpuUsage()
 	wall := lim.WallTime
 	if st.Timeout > 0 && st.Timeout < wall {

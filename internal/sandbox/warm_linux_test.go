@@ -68,7 +68,7 @@ func TestWarmBasic(t *testing.T) {
 		t.Fatalf("output file: %q %v", b, err)
 	}
 	t.Logf("wall %v cpu %v mem %d", r.WallTime, r.CPUTime, r.MemoryPeak)
-	if !strings.Contains(fmt.Sprint(s.Describe()["warm"]), "ready:2") {
+	if !strings.Contains(fmt.Sprint(s.Describe()["warm"]), fmt.Sprintf("ready:%d", WarmTemplatesPerSlot)) {
 		t.Errorf("describe: %v", s.Describe()["warm"])
 	}
 }
@@ -186,7 +186,7 @@ print(numpy.random.randint(1 << 30), random.randint(0, 1 << 30))
 func warmSlotProcesses(t *testing.T, s *Linux) []string {
 	t.Helper()
 	var out []string
-	for i := 0; i < 2*s.cfg.Warm.Python; i++ {
+	for i := 0; i < WarmTemplatesPerSlot*s.cfg.Warm.Python; i++ {
 		uid := s.hostID(s.cfg.Slots+i) + sandboxUID
 		deadline := time.Now().Add(2 * time.Second)
 		for {
