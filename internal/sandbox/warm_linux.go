@@ -75,6 +75,9 @@ type template struct {
 	spares []*spare
 	busy   bool // a run is using one of its children
 	alive  bool // the template is up and has finished its preload
+	// reseedInPython: generators its children reseed in Python (see
+	// templateMsg.ReseedInPython).
+	reseedInPython []string
 
 	wake chan struct{} // a spare was taken: fork another
 
@@ -116,6 +119,9 @@ type templateMsg struct {
 	Status       uint32   `json:"status"`
 	Error        string   `json:"error"`
 	Stdlib       []string `json:"stdlib"`
+	// ReseedInPython names the generators the template could not locate
+	// for native reseeding (zygote.py, prepare_reseed).
+	ReseedInPython []string `json:"reseed_in_python"`
 }
 
 // warmRequest is what a parked child receives (with its four descriptors:
@@ -453,6 +459,12 @@ func (t *template) start() error {
 		if m.PreloadError != "" {
 			l.log.Warn("warm template preload failed", "slot", t.slot, "err", m.PreloadError)
 		}
+		if len(m.ReseedInPython) > 0 {
+			l.log.Info("warm template reseeds generators in Python (slower)", "slot", t.slot, "generators", m.ReseedInPython)
+		}
+		p.mu.Lock()
+		t.reseedInPython = m.ReseedInPython
+		p.mu.Unlock()
 	case <-t.dead:
 		return errors.New("template died during its preload")
 	case <-time.After(5 * time.Minute):

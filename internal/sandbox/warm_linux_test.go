@@ -385,3 +385,18 @@ func TestWarmLeanAndPreloaded(t *testing.T) {
 		t.Fatalf("numpy code: %q (want a preloaded warm child)", r.Stdout)
 	}
 }
+
+// TestWarmReseedsNatively checks that on this host every template found
+// its generators' states for the native reseeding (the Python fallback is
+// ~10 ms per numpy run); TestWarmNothingCarriesOver checks the numbers
+// differ between runs.
+func TestWarmReseedsNatively(t *testing.T) {
+	s := wb(t)
+	s.warm.mu.Lock()
+	defer s.warm.mu.Unlock()
+	for _, tm := range s.warm.tmpls {
+		if len(tm.reseedInPython) > 0 {
+			t.Errorf("template slot %d (lean %v) reseeds %v in Python", tm.slot, tm.lean, tm.reseedInPython)
+		}
+	}
+}

@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -78,6 +79,15 @@ static struct sock_fprog filters[MAX_FILTERS];
 static int nfilters;
 static char *pool_env; /* the pool's environment, NUL-separated */
 static size_t pool_env_len;
+
+/* Mersenne Twister states to reseed in each child (zy_add_mt). */
+#define MAX_MT 4
+#define MT_WORDS 624
+static struct {
+    uint32_t *key;
+    int *pos;
+} mts[MAX_MT];
+static int nmts;
 
 /* A child's own state. */
 static int child_sock = -1;
@@ -175,6 +185,30 @@ static void child_fail(const char *fmt, ...) {
     } while (0)
 
 /* ---- the child: set up before parking ---- */
+
+/* reseed gives every registered generator a fresh state from the kernel:
+ * otherwise every child would draw the template's numbers. A uniformly
+ * random state is what seeding approximates; the top bit of the first
+ * word is set, as the reference seeding does, so it is never all zero,
+ * and the position at the end makes the next draw regenerate. */
+static void reseed(void) {
+    for (int i = 0; i < nmts; i++) {
+        uint32_t k[MT_WORDS];
+        size_t got = 0;
+        while (got < sizeof k) {
+            ssize_t n = getrandom((char *)k + got, sizeof k - got, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                child_fail("getrandom");
+            got += (size_t)n;
+        }
+        k[0] |= 0x80000000u;
+        memcpy(mts[i].key, k, sizeof k);
+        *mts[i].pos = MT_WORDS;
+    }
+}
+
 
 static void scratch_opts(char *buf, size_t cap, long disk) {
     long inodes = disk / 4096 > 1024 ? disk / 4096 : 1024;
@@ -606,6 +640,18 @@ int zy_init(int ctrl, long disk, const char *env, size_t env_len, const unsigned
     return 0;
 }
 
+/* zy_add_mt registers a Mersenne Twister state of the template (624
+ * words at key, the position at pos) for reseed; the template has checked
+ * both addresses against the generator's own account of its state. */
+int zy_add_mt(void *key, void *pos) {
+    if (nmts >= MAX_MT)
+        return -E2BIG;
+    mts[nmts].key = key;
+    mts[nmts].pos = pos;
+    nmts++;
+    return 0;
+}
+
 static void ctrl_send(const char *fmt, ...) {
     char buf[512];
     va_list ap;
@@ -694,6 +740,7 @@ long zy_serve(char **args) {
             child_sock = 3;
             syscall(SYS_close_range, 4, ~0U, 0);
             child_setup();
+            reseed();
             return child_main(args);
         }
         close(sock);
