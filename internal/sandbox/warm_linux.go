@@ -78,6 +78,7 @@ type template struct {
 	// reseedInPython: generators its children reseed in Python (see
 	// templateMsg.ReseedInPython).
 	reseedInPython []string
+	pinned         int // pages pinned for copy at fork (see templateMsg.Pinned)
 
 	wake chan struct{} // a spare was taken: fork another
 
@@ -122,6 +123,9 @@ type templateMsg struct {
 	// ReseedInPython names the generators the template could not locate
 	// for native reseeding (zygote.py, prepare_reseed).
 	ReseedInPython []string `json:"reseed_in_python"`
+	// Pinned is how many of its pages the template pinned (zygote.py,
+	// learn_and_pin; negative: the errno that prevented it).
+	Pinned int `json:"pinned"`
 }
 
 // warmRequest is what a parked child receives (with its four descriptors:
@@ -462,8 +466,11 @@ func (t *template) start() error {
 		if len(m.ReseedInPython) > 0 {
 			l.log.Info("warm template reseeds generators in Python (slower)", "slot", t.slot, "generators", m.ReseedInPython)
 		}
+		if m.Pinned < 0 {
+			l.log.Info("warm template could not pin its pages (slower forks)", "slot", t.slot, "errno", -m.Pinned)
+		}
 		p.mu.Lock()
-		t.reseedInPython = m.ReseedInPython
+		t.reseedInPython, t.pinned = m.ReseedInPython, m.Pinned
 		p.mu.Unlock()
 	case <-t.dead:
 		return errors.New("template died during its preload")

@@ -400,3 +400,19 @@ func TestWarmReseedsNatively(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmPinsPages checks that every template learned the pages a child
+// writes and pinned them (copied at fork rather than faulted on: the
+// largest single cost of a warm Python run on a paravirtualised VM).
+func TestWarmPinsPages(t *testing.T) {
+	s := wb(t)
+	s.warm.mu.Lock()
+	defer s.warm.mu.Unlock()
+	for _, tm := range s.warm.tmpls {
+		if tm.pinned < 50 {
+			t.Errorf("template slot %d (lean %v) pinned %d pages", tm.slot, tm.lean, tm.pinned)
+		} else {
+			t.Logf("template slot %d (lean %v) pinned %d pages", tm.slot, tm.lean, tm.pinned)
+		}
+	}
+}

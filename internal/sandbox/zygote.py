@@ -139,7 +139,8 @@ def report_exit(status):
 
 
 def run_code(argv, main, stdio, reseed):
-    """Runs the code as `python3 -u src args...` would; never returns."""
+    """Runs the code as `python3 -u src args...` would; returns the exit
+    status."""
     for _, f in reseed:
         f()
     src = argv[2]
@@ -186,7 +187,7 @@ def run_code(argv, main, stdio, reseed):
             s.flush()
         except BaseException:
             pass
-    report_exit(status & 0xFF)
+    return status & 0xFF
 
 
 def exit_status(e):
@@ -209,6 +210,8 @@ def load_helper(cfg):
     lib.zy_serve.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
     lib.zy_serve.restype = ctypes.c_long
     lib.zy_add_mt.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.zy_pin.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
+    lib.zy_fork.argtypes = []
     progs = [base64.b64decode(p) for p in cfg["seccomp"]]
     env = b"".join(kv.encode() + b"\0" for kv in cfg["env"])
     n = len(progs)
@@ -217,6 +220,88 @@ def load_helper(cfg):
     if r != 0:
         raise OSError(-r, "zy_init: " + os.strerror(-r))
     return lib
+
+
+# ---- learning what a child writes ----
+
+PROBE = "/tmp/.zygote/probe.py"
+PROBE_CODE = """\
+import os, sys
+values = {"n": [i * i for i in range(50)], "s": "%s-%d" % ("x", 1)}
+try:
+    values["q"] = 1 / 0
+except ZeroDivisionError as e:
+    values["e"] = str(e)
+print(1, len(values), f"{sum(values['n'])}", file=sys.stdout)
+"""
+MAX_PINNED = 1024  # pages; io_uring accounts them against RLIMIT_MEMLOCK
+
+
+def private_writable():
+    """(start, end) of this process's private writable mappings."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if parts[1].startswith("rw") and parts[1][3] == "p":
+                a, b = parts[0].split("-")
+                out.append((int(a, 16), int(b, 16)))
+    return out
+
+
+def pages_where(regions, want):
+    """The page addresses in regions whose pagemap entry has all bits of
+    want (bit 63: present, 56: mapped by this process only)."""
+    out = []
+    with open("/proc/self/pagemap", "rb") as f:
+        for a, b in regions:
+            f.seek((a // 4096) * 8)
+            data = f.read((b - a) // 4096 * 8)
+            for i, (e,) in enumerate(struct.iter_unpack("=Q", data)):
+                if e & want == want:
+                    out.append(a + i * 4096)
+    return out
+
+
+def learn_and_pin(lib, main, stdio, reseed):
+    """Runs a small program in a forked probe child as a run's code runs,
+    and pins the template's pages that child had to copy (see zy_pin).
+    Every later child gets those pages copied at fork instead of faulting
+    on each. The probe is the template's own code, not a run's. Returns
+    the number of pages pinned (negative: an errno)."""
+    with open(PROBE, "w") as f:
+        f.write(PROBE_CODE)
+    regions = private_writable()
+    r, w = os.pipe()
+    pid = lib.zy_fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            null = os.open("/dev/null", os.O_RDWR)
+            for i in range(3):
+                os.dup2(null, i)
+            run_code(["python3", "-u", PROBE], main, stdio, reseed)
+            written = pages_where(regions, 1 << 63 | 1 << 56)
+            os.write(w, struct.pack("=%dQ" % len(written), *written))
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 1 << 16)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    os.unlink(PROBE)
+    data = b"".join(chunks)
+    written = set(x for (x,) in struct.iter_unpack("=Q", data[:len(data) // 8 * 8]))
+    # Only pages the template has: the probe's new pages were never shared.
+    pages = sorted(written.intersection(pages_where(regions, 1 << 63)))[:MAX_PINNED]
+    if not pages:
+        return 0
+    return lib.zy_pin((ctypes.c_uint64 * len(pages))(*pages), len(pages))
 
 
 # ---- the template ----
@@ -239,9 +324,10 @@ def main():
     gc.collect()
     gc.freeze()
     gc.disable()
+    pinned = learn_and_pin(lib, main, stdio, reseed)
     threads = len(os.listdir("/proc/self/task"))
     os.write(3, json.dumps({"ready": True, "threads": threads, "preload_error": preload_err,
-                            "reseed_in_python": [name for name, _ in reseed],
+                            "reseed_in_python": [name for name, _ in reseed], "pinned": pinned,
                             "stdlib": sorted(getattr(sys, "stdlib_module_names", ()))}).encode())
     if threads != 1:
         return 1  # forking a multi-threaded process is unsafe: refuse to serve
@@ -253,7 +339,7 @@ def main():
         return 1
     # A child with its request entered and its privileges dropped.
     argv = [os.fsdecode(a) for a in ctypes.string_at(args.value, n).split(b"\0")[:-1]]
-    run_code(argv, main, stdio, reseed)
+    report_exit(run_code(argv, main, stdio, reseed))
 
 
 if __name__ == "__main__":
