@@ -35,6 +35,7 @@ import gc
 import io
 import json
 import os
+import resource
 import struct
 import sys
 
@@ -234,7 +235,14 @@ except ZeroDivisionError as e:
     values["e"] = str(e)
 print(1, len(values), f"{sum(values['n'])}", file=sys.stdout)
 """
-MAX_PINNED = 1024  # pages; io_uring accounts them against RLIMIT_MEMLOCK
+# With the data stack preloaded, the probe also takes its common paths.
+PROBE_DATA_CODE = """\
+import numpy, pandas
+a = numpy.arange(12)
+df = pandas.DataFrame({"a": a, "b": a * 0.5})
+print(df.a.sum(), df["b"].mean(), df.shape, a.reshape(3, 4).sum(axis=0))
+"""
+MAX_PINNED = 2048  # pages; io_uring accounts them against RLIMIT_MEMLOCK
 
 
 def private_writable():
@@ -271,6 +279,8 @@ def learn_and_pin(lib, main, stdio, reseed):
     the number of pages pinned (negative: an errno)."""
     with open(PROBE, "w") as f:
         f.write(PROBE_CODE)
+        if "pandas" in sys.modules and "numpy" in sys.modules:
+            f.write(PROBE_DATA_CODE)
     regions = private_writable()
     r, w = os.pipe()
     pid = lib.zy_fork()
@@ -298,7 +308,17 @@ def learn_and_pin(lib, main, stdio, reseed):
     data = b"".join(chunks)
     written = set(x for (x,) in struct.iter_unpack("=Q", data[:len(data) // 8 * 8]))
     # Only pages the template has: the probe's new pages were never shared.
-    pages = sorted(written.intersection(pages_where(regions, 1 << 63)))[:MAX_PINNED]
+    # io_uring counts pinned pages against RLIMIT_MEMLOCK (the soft limit
+    # may be raised to the hard one).
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    limit = MAX_PINNED if soft == resource.RLIM_INFINITY else min(MAX_PINNED, soft // 4096 - 16)
+    pages = sorted(written.intersection(pages_where(regions, 1 << 63)))[:max(limit, 0)]
     if not pages:
         return 0
     return lib.zy_pin((ctypes.c_uint64 * len(pages))(*pages), len(pages))
