@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,11 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.RemoveAll(testRunDir)
+	// Also the -warm, -nocc, ... variants some tests use.
+	dirs, _ := filepath.Glob(testRunDir + "*")
+	for _, d := range dirs {
+		os.RemoveAll(d)
+	}
 	os.Exit(code)
 }
 

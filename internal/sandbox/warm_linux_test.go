@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -414,5 +415,75 @@ func TestWarmPinsPages(t *testing.T) {
 		} else {
 			t.Logf("template slot %d (lean %v) pinned %d pages", tm.slot, tm.lean, tm.pinned)
 		}
+	}
+}
+
+// TestWarmChildRefusesBadRequests sends requests past validateSpec, as a
+// server bug would: the child's native code must refuse file paths that
+// leave /tmp and Python code with an environment other than the pool's,
+// before anything runs, and write nothing.
+func TestWarmChildRefusesBadRequests(t *testing.T) {
+	s := wb(t)
+	for _, c := range []struct {
+		name string
+		edit func(*Spec)
+		want string
+	}{
+		{"dotdot", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp/../etc/x", Data: []byte("x")}) }, "bad file path"},
+		{"deep dotdot", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp/a/../../x", Data: []byte("x")}) }, "bad file path"},
+		{"outside", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/etc/x", Data: []byte("x")}) }, "bad file path"},
+		{"empty part", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp//x", Data: []byte("x")}) }, "bad file path"},
+		{"dot", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp/a/.", Data: []byte("x")}) }, "bad file path"},
+		{"env", func(sp *Spec) { sp.Env = append(slices.Clone(sp.Env), "EXTRA=1") }, "environment is not the pool's"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir, release, err := s.NewWorkdir(16 << 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			spec := warmSpec("open('/mnt/data/ran', 'w').write('x')")
+			spec.Workdir = dir
+			c.edit(&spec)
+			lim := spec.Limits.WithDefaults()
+			sp := s.warm.acquire(context.Background(), false)
+			if sp == nil {
+				t.Fatal("no warm child")
+			}
+			_, started, err := s.warm.exec(context.Background(), spec, lim, sp, false)
+			s.warm.retire(sp)
+			if started || err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("started %v, err %v; want a refusal with %q", started, err, c.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+				t.Fatal("the code ran")
+			}
+		})
+	}
+}
+
+// TestWarmOffWithoutCompiler: a host without a C compiler cannot build the
+// templates' helper; the sandbox still starts, without its warm pool, and
+// runs Python cold.
+func TestWarmOffWithoutCompiler(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	saved := ccCandidates
+	ccCandidates = []string{"/nonexistent/cc"}
+	defer func() { ccCandidates = saved }()
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-nocc", Slots: 1, InstanceDir: testRunDir + "-nocc-inst",
+		Logger: testLogger(), Warm: WarmConfig{Python: 1, Env: warmEnv}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.warm != nil {
+		t.Fatal("warm pool started without a compiler for its helper")
+	}
+	r := run(t, s, warmSpec("import os\nprint(os.getpid())"))
+	wantStatus(t, r, StatusOK)
+	if r.Stdout == "1\n" {
+		t.Fatalf("ran warm (pid 1): %q", r.Stdout)
 	}
 }

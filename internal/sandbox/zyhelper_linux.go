@@ -75,8 +75,11 @@ func buildZygoteHelper(ctx context.Context, dir string) ([]byte, error) {
 // without its warm pool.
 var errNoHelper = errors.New("cannot build the warm template's helper")
 
+// ccCandidates are the compilers findCC tries, in order.
+var ccCandidates = []string{"/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"}
+
 func findCC() (string, error) {
-	for _, name := range []string{"/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"} {
+	for _, name := range ccCandidates {
 		if fi, err := os.Stat(name); err == nil && fi.Mode().IsRegular() {
 			return name, nil
 		}
