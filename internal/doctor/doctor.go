@@ -56,6 +56,12 @@ func Run(ctx context.Context, o Options) []Check {
 	} else {
 		add(Check{Name: "gvisor", OK: false, Detail: "runsc not found (optional second backend)", Fix: "apt-get install runsc"})
 	}
+	if cc, err := sandbox.WarmCompiler(); err == nil {
+		add(Check{Name: "warm pool", OK: true, Detail: "helper built with " + cc})
+	} else {
+		add(Check{Name: "warm pool", OK: false, Detail: "no C compiler to build the warm templates' helper: every run starts cold",
+			Fix: "apt-get install gcc"})
+	}
 	for _, l := range lang.All() {
 		ok, why := engine.Available(l)
 		c := Check{Name: "lang " + l.ID, OK: ok, Detail: l.Name}

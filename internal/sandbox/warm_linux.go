@@ -219,17 +219,20 @@ func (p *warmPool) describe() map[string]any {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ready := 0
+	pinned := make([]int, 0, len(p.tmpls))
 	for _, t := range p.tmpls {
 		if t.alive {
 			ready++
 		}
+		pinned = append(pinned, t.pinned)
 	}
 	return map[string]any{"python": map[string]any{"templates": len(p.tmpls), "ready": ready, "spares": p.cfg.Spares,
 		"preloaded": p.cfg.Python, "lean": leanPerSlot * p.cfg.Python,
 		"interpreter": p.cfg.Interpreter,
 		"isolation": "per run: forked child, pid 1 of fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
 			"Network: the template's namespace (no interface up, AF_UNIX only), one run at a time, after the previous run's processes are gone",
-		"serves": "Python code (pre-imported interpreter); any other single-step run is spawned by a warm child, which reaps for it"}}
+		"serves":       "Python code (pre-imported interpreter); any other single-step run is spawned by a warm child, which reaps for it",
+		"pinned_pages": pinned}}
 }
 
 // serves reports whether the pool can serve spec as a cold run would, and

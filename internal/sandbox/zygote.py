@@ -36,8 +36,11 @@ import io
 import json
 import os
 import resource
+import select
+import signal
 import struct
 import sys
+import time
 
 HELPER = "/tmp/.zygote/zygote.so"
 
@@ -297,7 +300,13 @@ def learn_and_pin(lib, main, stdio, reseed):
             os._exit(0)
     os.close(w)
     chunks = []
+    deadline = time.monotonic() + 60
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([r], [], [], left)[0]:
+            os.kill(pid, signal.SIGKILL)  # a stuck probe: serve unpinned
+            chunks = []
+            break
         b = os.read(r, 1 << 16)
         if not b:
             break

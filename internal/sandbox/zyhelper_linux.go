@@ -75,6 +75,10 @@ func buildZygoteHelper(ctx context.Context, dir string) ([]byte, error) {
 // without its warm pool.
 var errNoHelper = errors.New("cannot build the warm template's helper")
 
+// WarmCompiler is the C compiler the warm pool builds its templates'
+// helper with (for codeexec doctor); an error means the pool stays off.
+func WarmCompiler() (string, error) { return findCC() }
+
 // ccCandidates are the compilers findCC tries, in order.
 var ccCandidates = []string{"/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"}
 
