@@ -601,6 +601,9 @@ static long child_main(char **args) {
     unsigned char *body = recv_request(fds, &len);
     memset(&q, 0, sizeof q);
     child_enter(&q, fds, body, len);
+    /* argv and env are copies: the body (a compiled program can be
+     * megabytes) must not count against the run's memory. */
+    free(body);
     if (send_frame(child_sock, "{\"started\":true}") != 0)
         _exit(125);
     if (q.exec)
