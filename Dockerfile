@@ -7,10 +7,11 @@
 #     --cap-drop ALL --cap-add SYS_ADMIN --cap-add SETUID --cap-add SETGID \
 #     --cap-add CHOWN --cap-add DAC_OVERRIDE \
 #     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-#     --security-opt no-new-privileges:true codeexec
+#     --security-opt no-new-privileges:true --ulimit memlock=8388608 codeexec
 #
 # The sandbox needs those privileges to build its own namespaces and cgroups inside the
-# container; docs/integration.md ("Privileges") says why each one is there.
+# container; docs/integration.md ("Privileges") says why each one is there. The memlock
+# limit is not a privilege: it lets the warm templates pin the pages every run writes.
 #
 # Stages:
 #   gomod    go.mod reduced to its `go` line, so dependency bumps do not invalidate `deps`.

@@ -469,8 +469,12 @@ func (t *template) start() error {
 		if len(m.ReseedInPython) > 0 {
 			l.log.Info("warm template reseeds generators in Python (slower)", "slot", t.slot, "generators", m.ReseedInPython)
 		}
-		if m.Pinned < 0 {
-			l.log.Info("warm template could not pin its pages (slower forks)", "slot", t.slot, "errno", -m.Pinned)
+		switch {
+		case m.Pinned == -int(unix.ENOMEM):
+			l.log.Info("warm template could not pin its pages (slower runs): RLIMIT_MEMLOCK too low; in Docker give the container --ulimit memlock=8388608",
+				"slot", t.slot)
+		case m.Pinned < 0:
+			l.log.Info("warm template could not pin its pages (slower runs)", "slot", t.slot, "err", unix.Errno(-m.Pinned).Error())
 		}
 		p.mu.Lock()
 		t.reseedInPython, t.pinned = m.ReseedInPython, m.Pinned

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -485,5 +488,49 @@ func TestWarmOffWithoutCompiler(t *testing.T) {
 	wantStatus(t, r, StatusOK)
 	if r.Stdout == "1\n" {
 		t.Fatalf("ran warm (pid 1): %q", r.Stdout)
+	}
+}
+
+// TestWarmWithoutMemlock: with Docker's default RLIMIT_MEMLOCK (64 KiB)
+// templates cannot pin their pages; they say so and serve runs unpinned.
+// A lowered hard limit cannot be raised again here, so the check runs in
+// a child process of this test binary.
+func TestWarmWithoutMemlock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if os.Getenv("CODEEXEC_TEST_MEMLOCK_CHILD") == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmWithoutMemlock$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "CODEEXEC_TEST_MEMLOCK_CHILD=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestWarmWithoutMemlock") {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: 64 << 10, Max: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-memlock", Slots: 1, InstanceDir: testRunDir + "-memlock-inst",
+		Logger: testLogger(), Warm: WarmConfig{Python: 1, Env: warmEnv, Limits: Limits{MemoryBytes: 256 << 20, Pids: 64}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := s.WaitWarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.warm.mu.Lock()
+	for _, tm := range s.warm.tmpls {
+		if tm.pinned != -int(unix.ENOMEM) {
+			t.Errorf("template slot %d pinned %d with a 64 KiB memlock limit, want -ENOMEM", tm.slot, tm.pinned)
+		}
+	}
+	s.warm.mu.Unlock()
+	r := run(t, s, warmSpec("import os, random\nprint(os.getpid(), random.random() != random.random())"))
+	if r.Status != StatusOK || r.Stdout != "1 True\n" {
+		t.Fatalf("unpinned warm run: %s %q %q", r.Status, r.Stdout, r.Stderr)
 	}
 }

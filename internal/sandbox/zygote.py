@@ -31,6 +31,7 @@
 
 import base64
 import ctypes
+import errno
 import gc
 import io
 import json
@@ -327,9 +328,12 @@ def learn_and_pin(lib, main, stdio, reseed):
         except (OSError, ValueError):
             pass
     limit = MAX_PINNED if soft == resource.RLIM_INFINITY else min(MAX_PINNED, soft // 4096 - 16)
-    pages = sorted(written.intersection(pages_where(regions, 1 << 63)))[:max(limit, 0)]
+    pages = sorted(written.intersection(pages_where(regions, 1 << 63)))
     if not pages:
         return 0
+    if limit <= 0:
+        return -errno.ENOMEM
+    pages = pages[:limit]
     return lib.zy_pin((ctypes.c_uint64 * len(pages))(*pages), len(pages))
 
 

@@ -88,7 +88,7 @@ func TestImage(t *testing.T) {
 
 	key := randomHex(16)
 	c := startContainer(t, serve, append(wrapperEnv,
-		"DEPLOYTEST_EXTRA_ARGS=--health-interval=2s --health-start-period=1s",
+		"DEPLOYTEST_EXTRA_ARGS=--health-interval=2s --health-start-period=1s --ulimit memlock=8388608",
 		"CODEEXEC_API_KEY="+key), "CODEEXEC_PORT")
 
 	t.Run("health", func(t *testing.T) {
@@ -98,6 +98,38 @@ func TestImage(t *testing.T) {
 			t.Fatalf("/health = %v", h)
 		}
 		t.Logf("isolation: %v", h["isolation"])
+		// With the documented memlock limit every warm template pins the
+		// pages its runs write (a faster path, not a protection), once it
+		// is ready.
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+			var h map[string]any
+			c.getJSON(t, "/health", "", &h)
+			iso, _ := h["isolation"].(map[string]any)
+			warm, _ := iso["warm"].(map[string]any)
+			py, _ := warm["python"].(map[string]any)
+			pinned, _ := py["pinned_pages"].([]any)
+			if py["ready"] != py["templates"] || len(pinned) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("warm templates not ready after 2 minutes: %v\n%s", warm, tail(c.out.String(), 6000))
+				}
+				continue
+			}
+			for _, n := range pinned {
+				if f, _ := n.(float64); f <= 0 {
+					t.Errorf("a warm template pinned no pages: %v", pinned)
+					break
+				}
+			}
+			break
+		}
+		// And the warm path serves runs in the container (pid 1 of its
+		// namespace; a cold run's code is not), on a preloaded and on a
+		// lean template.
+		for _, code := range []string{"import os\nprint(os.getpid())", "import os, numpy\nprint(os.getpid())"} {
+			if r := c.exec(t, key, map[string]any{"lang": "py", "code": code}); r.Stdout != "1\n" {
+				t.Errorf("%q did not run warm: %+v\n%s", code, r, tail(c.out.String(), 4000))
+			}
+		}
 		// Docker's own HEALTHCHECK (curl inside the container) turns healthy.
 		deadline := time.Now().Add(60 * time.Second)
 		for {
