@@ -3,10 +3,10 @@
 package sandbox
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -205,6 +205,86 @@ type cg1Run struct {
 	// oomBase is memory.oom_control's oom_kill when the cgroup was last
 	// reused: that counter cannot be reset.
 	oomBase uint64
+
+	// Open counter files, by ctrl/name: a run reads and resets ~10 of
+	// them, and each open of a cgroup file walks its path (~0.1 ms here);
+	// the descriptors live as long as the cgroup is recycled.
+	fmu   sync.Mutex
+	files map[string]*os.File
+}
+
+// counter returns the open file ctrl/name of r (read-write when the file
+// allows it).
+func (r *cg1Run) counter(ctrl, name string) (*os.File, error) {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	key := ctrl + "/" + name
+	if f := r.files[key]; f != nil {
+		return f, nil
+	}
+	p := r.file(ctrl, name)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		f, err = os.Open(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.files == nil {
+		r.files = map[string]*os.File{}
+	}
+	r.files[key] = f
+	return f, nil
+}
+
+// readCounter reads ctrl/name whole from offset 0 (these files
+// regenerate their content on each read from the start; not so
+// cgroup.procs, see isEmpty).
+func (r *cg1Run) readCounter(ctrl, name string) ([]byte, error) {
+	f, err := r.counter(ctrl, name)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 8192)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func (r *cg1Run) readUint(ctrl, name string) (uint64, error) {
+	b, err := r.readCounter(ctrl, name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+}
+
+func (r *cg1Run) readKV(ctrl, name string) (map[string]uint64, error) {
+	b, err := r.readCounter(ctrl, name)
+	if err != nil {
+		return nil, err
+	}
+	return parseKV(b), nil
+}
+
+func (r *cg1Run) writeCounter(ctrl, name, value string) error {
+	f, err := r.counter(ctrl, name)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt([]byte(value), 0)
+	return err
+}
+
+func (r *cg1Run) closeCounters() {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	for _, f := range r.files {
+		f.Close()
+	}
+	r.files = nil
 }
 
 func (r *cg1Run) file(ctrl, name string) string {
@@ -215,7 +295,7 @@ func (r *cg1Run) addProc(pid int) error { return r.cg.AddProc(uint64(pid)) }
 func (r *cg1Run) cgroupFD() int         { return -1 }
 
 func (r *cg1Run) cpuUsage() (time.Duration, error) {
-	n, err := readUintFile(r.file("cpuacct", "cpuacct.usage"))
+	n, err := r.readUint("cpuacct", "cpuacct.usage")
 	return time.Duration(n), err
 }
 
@@ -226,12 +306,12 @@ func (r *cg1Run) stats() (cgroupStats, error) {
 	if err != nil {
 		return s, err
 	}
-	peak, err := readUintFile(r.file("memory", "memory.max_usage_in_bytes"))
+	peak, err := r.readUint("memory", "memory.max_usage_in_bytes")
 	if err != nil {
 		return s, err
 	}
 	s.memPeak = int64(peak)
-	kv, err := readKV(r.file("memory", "memory.oom_control"))
+	kv, err := r.readKV("memory", "memory.oom_control")
 	if err != nil {
 		return s, err
 	}
@@ -257,6 +337,8 @@ func (r *cg1Run) recycle() error {
 }
 
 func (r *cg1Run) isEmpty() bool {
+	// Opened afresh: an open cgroup.procs (v1) keeps serving the pid list
+	// it loaded for up to a second.
 	data, err := os.ReadFile(r.file("pids", "cgroup.procs"))
 	return err == nil && len(bytes.TrimSpace(data)) == 0
 }
@@ -288,7 +370,7 @@ func (r *cg1Run) setLimits(lim cgroupLimits) error {
 func (r *cg1Run) reuse(lim cgroupLimits) error {
 	// Clean page cache the last run pulled in stays charged but is
 	// reclaimed under pressure; anonymous and tmpfs memory is not.
-	st, err := readKV(r.file("memory", "memory.stat"))
+	st, err := r.readKV("memory", "memory.stat")
 	if err != nil || st["rss"]+st["shmem"] > reuseCharge {
 		return errors.New("cgroup still charged")
 	}
@@ -298,16 +380,16 @@ func (r *cg1Run) reuse(lim cgroupLimits) error {
 		}
 		r.lim = lim
 	}
-	resets := []string{r.file("cpuacct", "cpuacct.usage"), r.file("memory", "memory.max_usage_in_bytes")}
+	resets := [][2]string{{"cpuacct", "cpuacct.usage"}, {"memory", "memory.max_usage_in_bytes"}}
 	if r.tree.memsw {
-		resets = append(resets, r.file("memory", "memory.memsw.max_usage_in_bytes"))
+		resets = append(resets, [2]string{"memory", "memory.memsw.max_usage_in_bytes"})
 	}
 	for _, f := range resets {
-		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+		if err := r.writeCounter(f[0], f[1], "0"); err != nil {
 			return err
 		}
 	}
-	kv, err := readKV(r.file("memory", "memory.oom_control"))
+	kv, err := r.readKV("memory", "memory.oom_control")
 	if err != nil {
 		return err
 	}
@@ -320,6 +402,7 @@ func (r *cg1Run) empty() error {
 }
 
 func (r *cg1Run) destroy() error {
+	r.closeCounters()
 	if r.cg == nil {
 		return nil
 	}
@@ -510,15 +593,17 @@ func readUintFile(path string) (uint64, error) {
 
 // readKV parses "key value" lines (memory.oom_control, memory.events, cpu.stat).
 func readKV(path string) (map[string]uint64, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	return parseKV(b), nil
+}
+
+func parseKV(b []byte) map[string]uint64 {
 	kv := map[string]uint64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, " ")
 		if !ok {
 			continue
 		}
@@ -526,7 +611,7 @@ func readKV(path string) (map[string]uint64, error) {
 			kv[k] = n
 		}
 	}
-	return kv, sc.Err()
+	return kv
 }
 
 // noCgroups stands in for cgroups on a host that has none writable, when
