@@ -217,22 +217,19 @@ static void reseed(void) {
  * privileged namespace set (under Docker, /dev/null is nosuid and noexec:
  * a plain read-only remount of a bind of it fails with EPERM). */
 static int remount_ro(const char *p, unsigned long extra) {
+    static const struct {
+        unsigned long st, ms;
+    } keep[] = {
+        {ST_NOSUID, MS_NOSUID},   {ST_NODEV, MS_NODEV},           {ST_NOEXEC, MS_NOEXEC},
+        {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME},
+    };
     struct statfs st;
     unsigned long fl = MS_REMOUNT | MS_BIND | MS_RDONLY | extra;
     if (statfs(p, &st) != 0)
         return -1;
-    if (st.f_flags & ST_NOSUID)
-        fl |= MS_NOSUID;
-    if (st.f_flags & ST_NODEV)
-        fl |= MS_NODEV;
-    if (st.f_flags & ST_NOEXEC)
-        fl |= MS_NOEXEC;
-    if (st.f_flags & ST_NOATIME)
-        fl |= MS_NOATIME;
-    if (st.f_flags & ST_NODIRATIME)
-        fl |= MS_NODIRATIME;
-    if (st.f_flags & ST_RELATIME)
-        fl |= MS_RELATIME;
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if ((unsigned long)st.f_flags & keep[i].st)
+            fl |= keep[i].ms;
     return mount(NULL, p, NULL, fl, NULL);
 }
 
