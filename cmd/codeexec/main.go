@@ -340,6 +340,8 @@ func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 	}
 	return sandbox.WarmConfig{
 		Python: n, Interpreter: py.Run[0], Env: engine.StepEnv(py),
-		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids},
+		// The engine's limits: parked children are made with them (a
+		// cgroup, /tmp sized for the disk limit) and need no change per run.
+		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids, DiskBytes: cfg.MaxDiskMB << 20},
 	}
 }

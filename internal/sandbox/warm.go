@@ -26,8 +26,9 @@ type WarmConfig struct {
 	// Spares is how many isolated children each template keeps parked
 	// (default 2): the next run finds one ready while another is prepared.
 	Spares int
-	// Limits are the limits the parked children's cgroups are made with;
-	// a run with other limits re-homes its child first (slower).
+	// Limits are the limits the parked children are made with (their
+	// cgroup; DiskBytes sizes their /tmp and /dev/shm); a run with other
+	// limits re-homes its child, or remounts those, first (slower).
 	Limits Limits
 }
 

@@ -941,7 +941,10 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 		Argv: st.Argv, Env: spec.Env, Files: spec.Files, Disk: lim.DiskBytes, FSize: lim.FileBytes,
 		CPUSecs: int64((lim.CPUTime + time.Second - 1) / time.Second), Exec: execProgram,
 	}
-	body := req.marshal()
+	body, err := req.marshal()
+	if err != nil {
+		return res, false, err
+	}
 	cpuAtStart, _ := sp.cg.cpuUsage()
 	wall := lim.WallTime
 	if st.Timeout > 0 && st.Timeout < wall {

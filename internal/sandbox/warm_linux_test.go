@@ -424,9 +424,14 @@ func TestWarmPinsPages(t *testing.T) {
 // TestWarmChildRefusesBadRequests sends requests past validateSpec, as a
 // server bug would: the child's native code must refuse file paths that
 // leave /tmp and Python code with an environment other than the pool's,
-// before anything runs, and write nothing.
+// before anything runs, and write nothing. A request too large for the
+// frame's 32-bit lengths (lowered here to 64 KiB) is refused before it is
+// sent.
 func TestWarmChildRefusesBadRequests(t *testing.T) {
 	s := wb(t)
+	saved := maxWarmFrame
+	maxWarmFrame = 64 << 10
+	defer func() { maxWarmFrame = saved }()
 	for _, c := range []struct {
 		name string
 		edit func(*Spec)
@@ -438,6 +443,7 @@ func TestWarmChildRefusesBadRequests(t *testing.T) {
 		{"empty part", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp//x", Data: []byte("x")}) }, "bad file path"},
 		{"dot", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp/a/.", Data: []byte("x")}) }, "bad file path"},
 		{"env", func(sp *Spec) { sp.Env = append(slices.Clone(sp.Env), "EXTRA=1") }, "environment is not the pool's"},
+		{"too large", func(sp *Spec) { sp.Files = append(sp.Files, File{Path: "/tmp/big", Data: make([]byte, 100<<10)}) }, "exceeds"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir, release, err := s.NewWorkdir(16 << 20)

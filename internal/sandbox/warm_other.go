@@ -2,16 +2,13 @@
 
 package sandbox
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // WaitWarm does nothing where there is no Linux backend.
 func (*Linux) WaitWarm(context.Context) error { return nil }
 
 // WarmCompiler reports that there is no warm pool here.
-func WarmCompiler() (string, error) { return "", errNoWarm }
-
-var errNoWarm = errorString("no warm pool on this platform")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+func WarmCompiler() (string, error) { return "", errors.New("no warm pool on this platform") }

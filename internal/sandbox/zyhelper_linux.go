@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,9 +92,14 @@ func findCC() (string, error) {
 	return "", fmt.Errorf("%w: no C compiler (/usr/bin/cc, gcc or clang) ", errNoHelper)
 }
 
+// maxWarmFrame bounds a request: its frame and every length in it are
+// 32-bit.
+var maxWarmFrame = math.MaxUint32
+
 // marshal encodes the request as zygote.c's parse_request reads it: all
-// integers big-endian; strings and file data length-prefixed.
-func (r *warmRequest) marshal() []byte {
+// integers big-endian; strings and file data length-prefixed. A request
+// that does not fit the 32-bit lengths is an error, never a wrapped one.
+func (r *warmRequest) marshal() ([]byte, error) {
 	size := 64
 	for _, s := range r.Argv {
 		size += 4 + len(s)
@@ -103,6 +109,9 @@ func (r *warmRequest) marshal() []byte {
 	}
 	for _, f := range r.Files {
 		size += 12 + len(f.Path) + len(f.Data)
+	}
+	if size > maxWarmFrame {
+		return nil, fmt.Errorf("sandbox: warm request of %d bytes exceeds %d", size, maxWarmFrame)
 	}
 	b := make([]byte, 0, size)
 	exec := uint32(0)
@@ -131,7 +140,7 @@ func (r *warmRequest) marshal() []byte {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f.Data)))
 		b = append(b, f.Data...)
 	}
-	return b
+	return b, nil
 }
 
 // warmRequestVersion is REQUEST_VERSION in zygote.c.
