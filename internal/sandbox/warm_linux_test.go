@@ -478,10 +478,13 @@ func TestWarmOffWithoutCompiler(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
+	// An instance of its own beside the warm sandbox (same lock directory):
+	// two instances must never share uid ranges and cgroups.
+	inst := wb(t).cfg.InstanceDir
 	saved := ccCandidates
 	ccCandidates = []string{"/nonexistent/cc"}
 	defer func() { ccCandidates = saved }()
-	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-nocc", Slots: 1, InstanceDir: testRunDir + "-nocc-inst",
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-nocc", Slots: 1, InstanceDir: inst,
 		Logger: testLogger(), Warm: WarmConfig{Python: 1, Env: warmEnv}})
 	if err != nil {
 		t.Fatal(err)
@@ -505,9 +508,14 @@ func TestWarmWithoutMemlock(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	if os.Getenv("CODEEXEC_TEST_MEMLOCK_CHILD") == "" {
+	instances := os.Getenv("CODEEXEC_TEST_MEMLOCK_CHILD")
+	if instances == "" {
+		// The child's sandbox takes its instance (uid ranges, cgroup
+		// tree) from the same lock directory as this process's warm
+		// sandbox, which stays up: two instances must never share one.
+		wb(t)
 		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmWithoutMemlock$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), "CODEEXEC_TEST_MEMLOCK_CHILD=1")
+		cmd.Env = append(os.Environ(), "CODEEXEC_TEST_MEMLOCK_CHILD="+warmBox.cfg.InstanceDir)
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "--- PASS: TestWarmWithoutMemlock") {
 			t.Fatalf("child: %v\n%s", err, out)
@@ -517,7 +525,7 @@ func TestWarmWithoutMemlock(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: 64 << 10, Max: 64 << 10}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-memlock", Slots: 1, InstanceDir: testRunDir + "-memlock-inst",
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-memlock", Slots: 1, InstanceDir: instances,
 		Logger: testLogger(), Warm: WarmConfig{Python: 1, Env: warmEnv, Limits: Limits{MemoryBytes: 256 << 20, Pids: 64}}})
 	if err != nil {
 		t.Fatal(err)
