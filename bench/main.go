@@ -150,8 +150,10 @@ func run(server, out string, n, heavyN int, dur time.Duration) error {
 	var r result
 	r.When = time.Now().UTC().Format(time.RFC3339)
 	r.Machine = machine()
-	if o, _ := b.exec("py", "import os\nprint(os.getpid())"); o == "1\n" {
-		r.WarmPath = true // a warm child is pid 1 of its namespace; a cold run's code is not
+	before, _ := b.warmServed()
+	if o, _ := b.exec("py", "print(1)"); o == "1\n" {
+		after, _ := b.warmServed()
+		r.WarmPath = after == before+1
 	}
 	time.Sleep(500 * time.Millisecond)
 	r.E.IdleRSSMB = rssMB(b.pid)
@@ -286,6 +288,26 @@ func (b *bench) waitReady(limit time.Duration) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("server not ready after %v", limit)
+}
+
+// warmServed is the number of runs the server's warm pool has served.
+func (b *bench) warmServed() (int64, error) {
+	resp, err := b.client.Get(b.url + "/health")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Isolation struct {
+			Warm struct {
+				Python struct {
+					Served int64 `json:"served"`
+				} `json:"python"`
+			} `json:"warm"`
+		} `json:"isolation"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&h)
+	return h.Isolation.Warm.Python.Served, err
 }
 
 func (b *bench) fail(msg string) {

@@ -101,6 +101,13 @@ type envOption func(*engine.Limits, *auth.Config)
 // newEnv starts a server with test-sized limits, changed by opts.
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	return newEnvWarm(t, os.Getenv("CODEEXEC_TEST_WARM") == "1", opts...)
+}
+
+// newEnvWarm is newEnv with the warm pool on or off, whatever
+// CODEEXEC_TEST_WARM says.
+func newEnvWarm(t testing.TB, warm bool, opts ...envOption) *env {
+	t.Helper()
 	runDir, err := os.MkdirTemp("", "codeexec-run-")
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +135,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	// CODEEXEC_TEST_WARM=1 serves single-step runs from the warm pool (the
 	// suite then attacks the warm path): Python in forked templates, bash
 	// and the other languages spawned from warm children.
-	if os.Getenv("CODEEXEC_TEST_WARM") == "1" && testBackend() != "gvisor" {
+	if warm && testBackend() != "gvisor" {
 		py, _ := lang.Lookup("py")
 		lc.Warm = sandbox.WarmConfig{Python: 2, Env: engine.StepEnv(py),
 			Limits: sandbox.Limits{MemoryBytes: limits.MemoryBytes, Pids: limits.Pids}}

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,10 +51,12 @@ type warmPool struct {
 	l       *Linux
 	cfg     WarmConfig
 	seccomp [][]byte
-	helper  []byte // zygote.so, the templates' native half
+	helper  zygoteHelper // the templates' native half and their runs' pid 1
 	tmpls   []*template
 	stop    chan struct{}
 	wg      sync.WaitGroup
+
+	served atomic.Int64 // runs served warm, for Describe and tests
 
 	mu      sync.Mutex // guards the fields below and every template's spares/busy/alive
 	changed chan struct{}
@@ -97,11 +100,16 @@ type template struct {
 	cgIDs   []bool                          // child cgroup ids in use
 }
 
-// spare is a parked child: isolated, in its own cgroup, waiting for code.
+// spare is a parked child: a run's pid 1 (the reaper) and pid 2 (the
+// process that will run the code), isolated, in their own cgroup, waiting
+// for code.
 type spare struct {
-	t       *template
-	tpid    int
-	pidfd   int
+	t    *template
+	tpid int // pid 1, in the template's namespace
+	// pidfd is pid 1's: killing it ends the whole pid namespace. runPidfd
+	// is pid 2's, for moving it to another cgroup.
+	pidfd    int
+	runPidfd int
 	conn    *net.UnixConn
 	cg      runCgroup
 	cgID    int
@@ -114,6 +122,9 @@ type spare struct {
 type templateMsg struct {
 	Ready        bool     `json:"ready"`
 	Threads      int      `json:"threads"`
+	// StrayFDs are descriptors the template holds beyond its own, as
+	// "fd -> target" (zygote.py, audit_descriptors).
+	StrayFDs []string `json:"stray_fds"`
 	PreloadError string   `json:"preload_error"`
 	Forked       int      `json:"forked"`
 	Exit         int      `json:"exit"`
@@ -229,9 +240,10 @@ func (p *warmPool) describe() map[string]any {
 	return map[string]any{"python": map[string]any{"templates": len(p.tmpls), "ready": ready, "spares": p.cfg.Spares,
 		"preloaded": p.cfg.Python, "lean": leanPerSlot * p.cfg.Python,
 		"interpreter": p.cfg.Interpreter,
-		"isolation": "per run: forked child, pid 1 of fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
+		"isolation": "per run: forked child, pid 2 under a reaper in fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
 			"Network: the template's namespace (no interface up, AF_UNIX only), one run at a time, after the previous run's processes are gone",
-		"serves":       "Python code (pre-imported interpreter); any other single-step run is spawned by a warm child, which reaps for it",
+		"serves":       "Python code (pre-imported interpreter); any other single-step run is exec'd by a warm child",
+		"served":       p.served.Load(),
 		"pinned_pages": pinned}}
 }
 
@@ -446,7 +458,8 @@ func (t *template) start() error {
 		Workdir: dir, RootFS: l.cfg.RootFS, Env: env, Template: true,
 		Files: []File{
 			{Path: zygoteDir + "/zygote.py", Data: zygoteSource},
-			{Path: zygoteDir + "/zygote.so", Data: p.helper, Mode: 0o755},
+			{Path: zygoteDir + "/zygote.so", Data: p.helper.so, Mode: 0o755},
+			{Path: zygoteDir + "/reaper", Data: p.helper.reaper, Mode: 0o755},
 			{Path: zygoteDir + "/config.json", Data: zcfg},
 		},
 		Steps: []initStep{{Name: "template", Argv: []string{p.cfg.Interpreter, "-u", zygoteDir + "/zygote.py"}}},
@@ -462,6 +475,10 @@ func (t *template) start() error {
 	case m := <-t.ready:
 		if m.Threads != 1 {
 			return fmt.Errorf("template has %d threads after its preload; refusing to fork it", m.Threads)
+		}
+		if len(m.StrayFDs) > 0 {
+			return fmt.Errorf("template holds descriptors after its preload that its children would find closed: %s",
+				strings.Join(m.StrayFDs, ", "))
 		}
 		if m.PreloadError != "" {
 			l.log.Warn("warm template preload failed", "slot", t.slot, "err", m.PreloadError)
@@ -602,7 +619,7 @@ func (t *template) forkSpare() (_ *spare, err error) {
 	p.mu.Lock()
 	lim := p.limits
 	p.mu.Unlock()
-	sp := &spare{t: t, pidfd: -1, cgID: -1, limits: lim}
+	sp := &spare{t: t, pidfd: -1, runPidfd: -1, cgID: -1, limits: lim}
 	defer func() {
 		if err != nil {
 			sp.close()
@@ -663,14 +680,55 @@ func (t *template) forkSpare() (_ *spare, err error) {
 	if err := json.Unmarshal(msg, &m); err != nil || !m.Ready || pid <= 0 {
 		return nil, fmt.Errorf("warm child setup failed: %s (pid %d)", m.Error, pid)
 	}
-	// The child is blocked reading its socket, so pid is still it.
-	if sp.pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+	// pid 2 is blocked reading its socket, so pid is still it, and its
+	// parent is its namespace's pid 1 for as long as it lives.
+	if sp.runPidfd, err = unix.PidfdOpen(pid, 0); err != nil {
 		return nil, err
 	}
-	if err := sp.cg.addProc(pid); err != nil {
+	ppid, err := parentPid(pid)
+	if err != nil {
+		return nil, err
+	}
+	if sp.pidfd, err = unix.PidfdOpen(ppid, 0); err != nil {
+		return nil, err
+	}
+	if again, err := parentPid(pid); err != nil || again != ppid {
+		return nil, fmt.Errorf("warm child: pid 1 changed while parked (%d, %d, %v)", ppid, again, err)
+	}
+	if err := sp.moveTo(sp.cg); err != nil {
 		return nil, fmt.Errorf("warm child cgroup: %w", err)
 	}
 	return sp, nil
+}
+
+// moveTo moves the run's two processes into cg, pid 1 first: what either
+// starts afterwards is born there.
+func (sp *spare) moveTo(cg runCgroup) error {
+	for _, fd := range []int{sp.pidfd, sp.runPidfd} {
+		pid, err := pidOfPidfd(fd)
+		if err == nil {
+			err = cg.addProc(pid)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parentPid reads a process's parent from /proc.
+func parentPid(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold anything but ends at the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 2 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return strconv.Atoi(f[1])
 }
 
 func (t *template) newChildCgroup(lim Limits) (int, runCgroup, error) {
@@ -764,6 +822,9 @@ func (sp *spare) close() {
 			_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0)
 			unix.Close(sp.pidfd)
 		}
+		if sp.runPidfd >= 0 {
+			unix.Close(sp.runPidfd)
+		}
 		if sp.conn != nil {
 			sp.conn.Close()
 		}
@@ -786,11 +847,7 @@ func (sp *spare) rehome(lim Limits) error {
 	if err != nil {
 		return err
 	}
-	pid, err := pidOfPidfd(sp.pidfd)
-	if err == nil {
-		err = cg.addProc(pid)
-	}
-	if err != nil {
+	if err := sp.moveTo(cg); err != nil {
 		_ = cg.destroy()
 		sp.t.freeCgID(id)
 		return err
@@ -838,6 +895,7 @@ func (p *warmPool) run(ctx context.Context, spec Spec, lim Limits) (res Result, 
 		p.l.log.Warn("warm child failed before the code started; running cold", "slot", sp.t.slot, "err", err)
 		return Result{}, false, nil
 	}
+	p.served.Add(1)
 	return res, true, err
 }
 
@@ -1184,6 +1242,15 @@ func (l *Linux) warmDescribe() map[string]any {
 		return map[string]any{"python": "disabled"}
 	}
 	return l.warm.describe()
+}
+
+// WarmServed is the number of runs the warm pool has served (the others
+// ran cold).
+func (l *Linux) WarmServed() int64 {
+	if l.warm == nil {
+		return 0
+	}
+	return l.warm.served.Load()
 }
 
 // WaitWarm blocks until every warm template has a parked child (or ctx

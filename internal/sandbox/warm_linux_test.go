@@ -128,10 +128,10 @@ print("zygote", ".zygote" in mi or os.path.exists("/tmp/.zygote"))
 	want := []string{
 		"ids 1000 1000 1000 []", "CapInh 0000000000000000", "CapPrm 0000000000000000", "CapEff 0000000000000000",
 		"CapBnd 0000000000000000", "CapAmb 0000000000000000", "NoNewPrivs 1", "Seccomp 2", "Seccomp_filters 2",
-		"pids [1]", "host sandbox", "tmp ['code']",
-		// Besides stdio, only the socket for the exit report, which no
-		// exec'd program inherits.
-		"fds ['0:dev', '1:pipe', '2:pipe', 'socket+cloexec']",
+		// The code is pid 2 under the reaper, as under a cold run's init.
+		"pids [1, 2]", "host sandbox", "tmp ['code']",
+		// Nothing but stdio: the socket to the server stays with pid 1.
+		"fds ['0:dev', '1:pipe', '2:pipe']",
 		"env ['HOME', 'LANG', 'MPLBACKEND', 'PATH', 'PYTHONPATH']", "masked []", "inet EAFNOSUPPORT",
 		"unshare EPERM", "mount EPERM", "ptrace EPERM", "zygote False",
 	}
@@ -175,7 +175,7 @@ print(numpy.random.randint(1 << 30), random.randint(0, 1 << 30))
 	r2 := run(t, s, warmSpec(second))
 	wantStatus(t, r2, StatusOK)
 	lines := strings.Split(r2.Stdout, "\n")
-	if lines[0] != "False [] False False" || lines[1] != "[1]" {
+	if lines[0] != "False [] False False" || lines[1] != "[1, 2]" {
 		t.Fatalf("carried over: %q", r2.Stdout)
 	}
 	if strings.TrimSpace(r1.Stdout) == lines[2] {
@@ -266,12 +266,24 @@ func TestWarmStatuses(t *testing.T) {
 // TestWarmFallback: specs the pool does not serve run cold, correctly.
 func TestWarmFallback(t *testing.T) {
 	s := wb(t)
-	sp := warmSpec("import os\nprint(os.getpid())")
+	// Python code with an environment other than the templates' is not
+	// run by a template's interpreter: the interpreter is exec'd, and
+	// sees that environment.
+	sp := warmSpec("import os, gc\nprint(os.environ['EXTRA'], gc.get_freeze_count() == 0)")
 	sp.Env = append(slices.Clone(warmEnv), "EXTRA=1")
 	r := run(t, s, sp)
 	wantStatus(t, r, StatusOK)
-	if r.Stdout == "1\n" {
-		t.Fatalf("served warm with another environment")
+	if r.Stdout != "1 True\n" {
+		t.Fatalf("another environment: %q", r.Stdout)
+	}
+	// A two-step spec runs cold.
+	sp = warmSpec("print('second')")
+	sp.Steps = append([]Step{{Name: "compile", Argv: []string{"/bin/true"}}}, sp.Steps...)
+	served := s.WarmServed()
+	r = run(t, s, sp)
+	wantStatus(t, r, StatusOK)
+	if r.Stdout != "second\n" || s.WarmServed() != served {
+		t.Fatalf("two steps: %q, served warm %v", r.Stdout, s.WarmServed() != served)
 	}
 }
 
@@ -283,7 +295,7 @@ func TestWarmExecProgram(t *testing.T) {
 	script := `#!/bin/sh
 echo "pid=$$ uid=$(id -u) args=$* env=$GREETING"
 cat
-grep -c zygote /proc/1/cmdline
+tr '\0' ' ' </proc/1/cmdline; echo
 ign=$(awk '/^SigIgn/ {print $2}' /proc/$$/status)
 blk=$(awk '/^SigBlk/ {print $2}' /proc/$$/status)
 echo "ignored=$(( 0x$ign & 0x7fffffff )) blocked=$(( 0x$blk ))"
@@ -299,12 +311,10 @@ exit 7
 	if r.Status != StatusError || r.ExitCode != 7 {
 		t.Fatalf("status %s exit %d stderr %q", r.Status, r.ExitCode, r.Stderr)
 	}
-	// pid 2 under a warm child (the reaper, pid 1), as a cold run's
-	// program is under the init. No standard signal ignored or blocked:
-	// the Python that spawned it ignores SIGPIPE and SIGXFSZ, the program
-	// must not. (glibc's posix_spawn leaves its two internal signals, 32
-	// and 33, ignored; the program's own libc takes them over.)
-	if r.Stdout != "pid=2 uid=1000 args=a b c env=hello\nfrom stdin\n1\nignored=0 blocked=0\n" {
+	// pid 2 under the reaper (pid 1), as a cold run's program is under
+	// the init. No standard signal ignored or blocked: the Python that
+	// exec'd it ignores SIGPIPE and SIGXFSZ, the program must not.
+	if r.Stdout != "pid=2 uid=1000 args=a b c env=hello\nfrom stdin\ncodeexec-sandbox-init \nignored=0 blocked=0\n" {
 		t.Fatalf("stdout %q", r.Stdout)
 	}
 	sp.Files[0].Data = []byte("\x7fELF garbage")
@@ -317,38 +327,38 @@ exit 7
 	}
 }
 
-// TestWarmForgedReport: the code runs in the process that reports its exit
-// status, so it can write to that socket. A forged "exited" ends the run
-// (and kills what it left running); junk is ignored and the real exit
-// status counts.
+// TestWarmForgedReport: the code may queue pid 1 the signal by which its
+// process reports its exit status (it runs as the same uid). A forged
+// "exited" ends the run (and kills what it left running), which is no
+// more than the code could do by exiting; the same signal from any other
+// process of the run is ignored and the real exit status counts.
 func TestWarmForgedReport(t *testing.T) {
 	s := wb(t)
-	const findSock = `import os, struct, subprocess, time
-def kind(f):
-    try:
-        return os.readlink("/proc/self/fd/" + f)
-    except OSError:
-        return ""
-fd = next(int(f) for f in os.listdir("/proc/self/fd") if kind(f).startswith("socket:"))
+	const sigqueue = `import ctypes, os, signal, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class sigval(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]
+REPORT = signal.SIGRTMIN + 2
 `
 	start := time.Now()
-	r := run(t, s, warmSpec(findSock+`subprocess.Popen(["sleep", "60"], start_new_session=True)
-os.write(fd, struct.pack(">I", 11) + b'{"exit": 0}')
+	r := run(t, s, warmSpec(sigqueue+`subprocess.Popen(["sleep", "60"], start_new_session=True)
+if libc.sigqueue(1, REPORT, sigval(0)) != 0:
+    print("sigqueue", ctypes.get_errno()); sys.exit(1)
 while True:
     open("/mnt/data/late", "w").write("x")
 `))
 	if r.Status != StatusOK || r.ExitCode != 0 || time.Since(start) > 10*time.Second {
-		t.Fatalf("forged report: %s exit %d after %v: %q", r.Status, r.ExitCode, time.Since(start), r.Stderr)
+		t.Fatalf("forged report: %s exit %d after %v: %q %q", r.Status, r.ExitCode, time.Since(start), r.Stdout, r.Stderr)
 	}
 	if p := warmSlotProcesses(t, s); len(p) > 0 {
 		t.Fatalf("processes left after a forged report: %v", p)
 	}
-	r = run(t, s, warmSpec(findSock+`os.write(fd, b"\xff\xff\xff\xffjunk")
+	r = run(t, s, warmSpec(sigqueue+`subprocess.run([sys.executable, "-c", "import ctypes, signal, sys; sys.exit(ctypes.CDLL(None).sigqueue(1, signal.SIGRTMIN + 2, 0))"], check=True)
 print("still here")
 raise SystemExit(5)
 `))
 	if r.Status != StatusError || r.ExitCode != 5 || r.Stdout != "still here\n" {
-		t.Fatalf("junk report: %s exit %d stdout %q", r.Status, r.ExitCode, r.Stdout)
+		t.Fatalf("report from another process: %s exit %d stdout %q stderr %q", r.Status, r.ExitCode, r.Stdout, r.Stderr)
 	}
 }
 
@@ -380,12 +390,13 @@ func TestImportsBeyondStdlib(t *testing.T) {
 // preloaded one; both with the same isolation (TestWarmIsolation runs lean).
 func TestWarmLeanAndPreloaded(t *testing.T) {
 	s := wb(t)
+	served := s.WarmServed()
 	r := run(t, s, warmSpec("import os, sys\nprint(os.getpid(), 'pandas' in sys.modules)"))
-	if r.Stdout != "1 False\n" {
+	if r.Stdout != "2 False\n" || s.WarmServed() != served+1 {
 		t.Fatalf("stdlib-only code: %q (want a warm child with nothing preloaded)", r.Stdout)
 	}
 	r = run(t, s, warmSpec("import sys, numpy\nprint(__import__('os').getpid(), 'pandas' in sys.modules)"))
-	if r.Stdout != "1 True\n" {
+	if r.Stdout != "2 True\n" || s.WarmServed() != served+2 {
 		t.Fatalf("numpy code: %q (want a preloaded warm child)", r.Stdout)
 	}
 }
@@ -495,8 +506,8 @@ func TestWarmOffWithoutCompiler(t *testing.T) {
 	}
 	r := run(t, s, warmSpec("import os\nprint(os.getpid())"))
 	wantStatus(t, r, StatusOK)
-	if r.Stdout == "1\n" {
-		t.Fatalf("ran warm (pid 1): %q", r.Stdout)
+	if s.WarmServed() != 0 {
+		t.Fatalf("ran warm: %q", r.Stdout)
 	}
 }
 
@@ -544,7 +555,7 @@ func TestWarmWithoutMemlock(t *testing.T) {
 	}
 	s.warm.mu.Unlock()
 	r := run(t, s, warmSpec("import os, random\nprint(os.getpid(), random.random() != random.random())"))
-	if r.Status != StatusOK || r.Stdout != "1 True\n" {
+	if r.Status != StatusOK || r.Stdout != "2 True\n" || s.WarmServed() != 1 {
 		t.Fatalf("unpinned warm run: %s %q %q", r.Status, r.Stdout, r.Stderr)
 	}
 }

@@ -2,18 +2,26 @@
 #
 # It runs as root of a sandbox's user namespace, inside the read-only root
 # the sandbox init built, with the data stack already imported. Its fork
-# loop and each child's setup are native code (zygote/zygote.c, compiled
-# by the server, loaded here with ctypes): for each "fork" from the server
-# it forks a child that is pid 1 of a fresh pid namespace, enters fresh
+# loop and each run's setup are native code (zygote/zygote.c, compiled by
+# the server, loaded here with ctypes): for each "fork" from the server it
+# makes a run's two processes in a fresh pid namespace, as a cold run has
+# them: pid 1 runs a small reaper program (zygote/reaper.c) that holds the
+# server's socket, and pid 2 is a copy of this template that enters fresh
 # mount, ipc and uts namespaces, rebuilds /proc, /dev/pts, /tmp and
-# /dev/shm, and parks. The server moves the parked child into its own
-# cgroup and, when a request comes, sends it the code: the native code
-# mounts the workdir, writes the files, drops to uid 1000, sets rlimits,
-# no_new_privs and the server's seccomp programs, and either spawns a
-# program and reaps for it, or returns here to run Python code with fresh
-# random generators and a fresh __main__. A child serves one execution;
-# the template never runs code. Nothing here may hold a secret: children
-# get a copy of this memory.
+# /dev/shm, and parks. The server moves both into the run's cgroup and,
+# when a request comes, sends pid 2 the code: the native code mounts the
+# workdir, writes the files, drops to uid 1000, sets rlimits, no_new_privs
+# and the server's seccomp programs, lets go of the socket, and either
+# execs a program or returns here to run Python code with fresh random
+# generators and a fresh __main__. A child serves one execution; the
+# template never runs code. Nothing here may hold a secret: children get a
+# copy of this memory.
+#
+# A run must not tell it was forked: after the preload the template
+# releases what imported modules keep open (matplotlib's font files), and
+# it checks that it holds no descriptor but its own and no second thread
+# (audit_descriptors): a child closes every descriptor it did not open,
+# and an object whose file vanished under it breaks in the user's code.
 #
 # Children stay in the template's network namespace: it has no interface up
 # (not even lo), the seccomp programs allow AF_UNIX sockets only, and the
@@ -42,8 +50,10 @@ import signal
 import struct
 import sys
 import time
+from importlib.machinery import SourceFileLoader
 
 HELPER = "/tmp/.zygote/zygote.so"
+REAPER = "/tmp/.zygote/reaper"
 
 
 def template_prepare(cfg):
@@ -68,13 +78,21 @@ def template_prepare(cfg):
     main = types.ModuleType("__main__")
     main.__builtins__ = builtins
     main.__cached__ = None
-    stdio = (
-        io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)), encoding="utf-8"),
-        io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8", write_through=True),
-        io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace",
-                         write_through=True),
-    )
-    return main, stdio
+    # As `python3 -u` makes them (Python/pylifecycle.c, create_stdio):
+    # stdin buffered, stdout and stderr raw, write-through text layers,
+    # the locale's encoding and error handlers, "<stdin>" names.
+    enc = sys.stdout.encoding if sys.stdout else "utf-8"
+    errors = sys.stdout.errors if sys.stdout else "strict"
+    stdio = []
+    for fd, name, mode in ((0, "<stdin>", "r"), (1, "<stdout>", "w"), (2, "<stderr>", "w")):
+        raw = io.FileIO(fd, mode + "b", closefd=False)
+        raw.name = name
+        buf = io.BufferedReader(raw) if fd == 0 else raw
+        text = io.TextIOWrapper(buf, encoding=enc, errors="backslashreplace" if fd == 2 else errors,
+                                newline="\n", line_buffering=False, write_through=True)
+        text.mode = mode
+        stdio.append(text)
+    return main, tuple(stdio)
 
 
 def locate_mt(obj, key, pos, pos_first):
@@ -127,22 +145,6 @@ def prepare_reseed(lib):
     return fallback
 
 
-def report_exit(status):
-    """Tells the server how the run ended (fd 3, see zygote.c), then exits:
-    tearing down this copy of the template takes milliseconds the server
-    need not wait for (it still waits for the whole namespace to be gone
-    before it reuses anything). The code could forge this report, but no
-    better than it could exit with any status itself; the server kills the
-    namespace on receipt either way."""
-    try:
-        os.closerange(0, 3)
-        b = b'{"exit":%d}' % status
-        os.write(3, struct.pack(">I", len(b)) + b)
-    except BaseException:
-        pass
-    os._exit(status)
-
-
 def run_code(argv, main, stdio, reseed):
     """Runs the code as `python3 -u src args...` would; returns the exit
     status."""
@@ -150,10 +152,12 @@ def run_code(argv, main, stdio, reseed):
         f()
     src = argv[2]
     sys.argv = argv[2:]
+    sys.orig_argv = list(argv)
     sys.path[0] = os.path.dirname(src)
     sys.stdin, sys.stdout, sys.stderr = stdio
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = stdio
     main.__file__ = src
+    main.__loader__ = SourceFileLoader("__main__", src)
     sys.modules["__main__"] = main
     gc.enable()
     status = 0
@@ -162,6 +166,7 @@ def run_code(argv, main, stdio, reseed):
             source = f.read()
         code = compile(source, src, "exec")
     except BaseException as e:
+        e.__traceback__ = None  # as the interpreter reports it: no frame of ours
         sys.excepthook(type(e), e, None)
         status = 1
     else:
@@ -211,17 +216,20 @@ def exit_status(e):
 def load_helper(cfg):
     lib = ctypes.CDLL(HELPER)
     lib.zy_init.argtypes = [ctypes.c_int, ctypes.c_long, ctypes.c_char_p, ctypes.c_size_t,
-                            ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t), ctypes.c_int]
+                            ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t), ctypes.c_int,
+                            ctypes.c_char_p]
     lib.zy_serve.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
     lib.zy_serve.restype = ctypes.c_long
     lib.zy_add_mt.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     lib.zy_pin.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
     lib.zy_fork.argtypes = []
+    lib.zy_report.argtypes = [ctypes.c_int]
+    lib.zy_owned.argtypes = [ctypes.c_int]
     progs = [base64.b64decode(p) for p in cfg["seccomp"]]
     env = b"".join(kv.encode() + b"\0" for kv in cfg["env"])
     n = len(progs)
     r = lib.zy_init(3, cfg["disk"], env, len(env), (ctypes.c_char_p * max(n, 1))(*progs),
-                    (ctypes.c_size_t * max(n, 1))(*[len(p) for p in progs]), n)
+                    (ctypes.c_size_t * max(n, 1))(*[len(p) for p in progs]), n, REAPER.encode())
     if r != 0:
         raise OSError(-r, "zy_init: " + os.strerror(-r))
     return lib
@@ -337,6 +345,38 @@ def learn_and_pin(lib, main, stdio, reseed):
     return lib.zy_pin((ctypes.c_uint64 * len(pages))(*pages), len(pages))
 
 
+# ---- what the template may hold ----
+
+def release_held_files():
+    """Closes the files the preloaded modules keep open, by dropping the
+    objects that own them: a child would otherwise find them closed
+    (it keeps no descriptor it did not open), and their owners would fail
+    in the user's code. Each module that is reopened lazily is listed
+    here; audit_descriptors catches the ones that are not."""
+    fm = sys.modules.get("matplotlib.font_manager")
+    if fm is not None:
+        # FT2Font objects, cached per font file, each with the file open.
+        getattr(getattr(fm, "_get_font", None), "cache_clear", lambda: None)()
+    gc.collect()
+
+
+def audit_descriptors(lib):
+    """The descriptors this process holds beyond stdio and the helper's
+    own (control socket, pid namespace, reaper, pinning ring), as
+    "fd -> target": each would be closed under its owner in a child."""
+    out = []
+    for name in sorted(os.listdir("/proc/self/fd"), key=int):
+        fd = int(name)
+        if fd <= 2 or lib.zy_owned(fd):
+            continue
+        try:
+            target = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+        out.append("%d -> %s" % (fd, target))
+    return out
+
+
 # ---- the template ----
 
 def main():
@@ -351,6 +391,7 @@ def main():
         preload_err = "%s: %s" % (type(e).__name__, e)
     # Everything imported so far stays out of the collector's reach: a
     # collection in a child would otherwise touch (and copy) every page.
+    release_held_files()
     main, stdio = template_prepare(cfg)
     reseed = prepare_reseed(lib)
     args = ctypes.c_void_p()
@@ -359,11 +400,14 @@ def main():
     gc.disable()
     pinned = learn_and_pin(lib, main, stdio, reseed)
     threads = len(os.listdir("/proc/self/task"))
-    os.write(3, json.dumps({"ready": True, "threads": threads, "preload_error": preload_err,
+    stray = audit_descriptors(lib)
+    os.write(3, json.dumps({"ready": True, "threads": threads, "stray_fds": stray, "preload_error": preload_err,
                             "reseed_in_python": [name for name, _ in reseed], "pinned": pinned,
                             "stdlib": sorted(getattr(sys, "stdlib_module_names", ()))}).encode())
-    if threads != 1:
-        return 1  # forking a multi-threaded process is unsafe: refuse to serve
+    if threads != 1 or stray:
+        # Forking a multi-threaded process is unsafe, and a descriptor a
+        # module holds would be closed under it in every child: refuse.
+        return 1
     n = lib.zy_serve(ctypes.byref(args))
     if n == 0:
         return 0  # the server closed the pool
@@ -372,7 +416,7 @@ def main():
         return 1
     # A child with its request entered and its privileges dropped.
     argv = [os.fsdecode(a) for a in ctypes.string_at(args.value, n).split(b"\0")[:-1]]
-    report_exit(run_code(argv, main, stdio, reseed))
+    lib.zy_report(run_code(argv, main, stdio, reseed))
 
 
 if __name__ == "__main__":

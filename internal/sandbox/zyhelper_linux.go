@@ -24,49 +24,81 @@ import (
 //go:embed zygote/zygote.c
 var zygoteHelperSource []byte
 
-// buildZygoteHelper compiles the helper with the host's C compiler into a
-// shared object, cached in dir by the hash of its source and the
-// compiler's path (~0.4 s saved per start), and returns its bytes.
-// Instances sharing dir race harmlessly: each writes a temporary file and
-// renames it into place. The templates get a copy of the bytes: nothing
-// in a sandbox sees dir.
-func buildZygoteHelper(ctx context.Context, dir string) ([]byte, error) {
+// reaperSource is pid 1 of every warm run's namespace (zygote/reaper.c).
+//
+//go:embed zygote/reaper.c
+var reaperSource []byte
+
+// zygoteHelper is what the server compiles for the templates.
+type zygoteHelper struct {
+	so     []byte // zygote.so, loaded by zygote.py
+	reaper []byte // the reaper program
+}
+
+// buildZygoteHelper compiles the helper (a shared object) and the reaper
+// (a program, static where the C library allows it) with the host's C
+// compiler, cached in dir by the hash of their sources and the compiler's
+// path (~0.4 s saved per start each), and returns their bytes. Instances
+// sharing dir race harmlessly: each writes a temporary file and renames it
+// into place. The templates get a copy of the bytes: nothing in a sandbox
+// sees dir.
+func buildZygoteHelper(ctx context.Context, dir string) (zygoteHelper, error) {
 	cc, err := findCC()
 	if err != nil {
-		return nil, err
+		return zygoteHelper{}, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return zygoteHelper{}, err
 	}
-	sum := sha256.Sum256(append(append([]byte(cc), 0), zygoteHelperSource...))
-	out := filepath.Join(dir, "zygote-"+hex.EncodeToString(sum[:8])+".so")
+	so, err := ccBuild(ctx, cc, dir, "zygote", ".so", zygoteHelperSource, []string{"-O2", "-shared", "-fPIC"})
+	if err != nil {
+		return zygoteHelper{}, err
+	}
+	reaper, err := ccBuild(ctx, cc, dir, "reaper", "", reaperSource, []string{"-O2", "-static"}, []string{"-O2"})
+	if err != nil {
+		return zygoteHelper{}, err
+	}
+	return zygoteHelper{so: so, reaper: reaper}, nil
+}
+
+// ccBuild compiles src with the first of flagSets that works, cached in
+// dir, and returns the output's bytes.
+func ccBuild(ctx context.Context, cc, dir, name, ext string, src []byte, flagSets ...[]string) ([]byte, error) {
+	sum := sha256.Sum256(append(append([]byte(cc), 0), src...))
+	out := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:8])+ext)
 	if b, err := os.ReadFile(out); err == nil && len(b) > 0 {
 		return b, nil
 	}
-	tmp, err := os.MkdirTemp(dir, ".zygote-build-")
+	tmp, err := os.MkdirTemp(dir, "."+name+"-build-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	src := filepath.Join(tmp, "zygote.c")
-	if err := os.WriteFile(src, zygoteHelperSource, 0o600); err != nil {
+	srcPath := filepath.Join(tmp, name+".c")
+	if err := os.WriteFile(srcPath, src, 0o600); err != nil {
 		return nil, err
 	}
-	so := filepath.Join(tmp, "zygote.so")
+	bin := filepath.Join(tmp, name+ext)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cc, "-O2", "-shared", "-fPIC", "-o", so, src)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C"}
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	for _, flags := range flagSets {
+		stderr.Reset()
+		cmd := exec.CommandContext(ctx, cc, append(flags, "-o", bin, srcPath)...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C"}
+		cmd.Stderr = &stderr
+		if err = cmd.Run(); err == nil {
+			break
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v: %s", errNoHelper, cc, err, bytes.TrimSpace(stderr.Bytes()))
 	}
-	b, err := os.ReadFile(so)
+	b, err := os.ReadFile(bin)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Rename(so, out); err != nil {
+	if err := os.Rename(bin, out); err != nil {
 		return nil, err
 	}
 	return b, nil

@@ -122,11 +122,21 @@ func TestImage(t *testing.T) {
 			}
 			break
 		}
-		// And the warm path serves runs in the container (pid 1 of its
-		// namespace; a cold run's code is not), on a preloaded and on a
-		// lean template.
+		// And the warm path serves runs in the container (its count of
+		// runs served goes up), on a lean and on a preloaded template;
+		// the code is pid 2, as in a cold run.
+		served := func() float64 {
+			var h map[string]any
+			c.getJSON(t, "/health", "", &h)
+			iso, _ := h["isolation"].(map[string]any)
+			warm, _ := iso["warm"].(map[string]any)
+			py, _ := warm["python"].(map[string]any)
+			n, _ := py["served"].(float64)
+			return n
+		}
 		for _, code := range []string{"import os\nprint(os.getpid())", "import os, numpy\nprint(os.getpid())"} {
-			if r := c.exec(t, key, map[string]any{"lang": "py", "code": code}); r.Stdout != "1\n" {
+			before := served()
+			if r := c.exec(t, key, map[string]any{"lang": "py", "code": code}); r.Stdout != "2\n" || r.Stderr != "" || served() != before+1 {
 				t.Errorf("%q did not run warm: %+v\n%s", code, r, tail(c.out.String(), 4000))
 			}
 		}

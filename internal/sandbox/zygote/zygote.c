@@ -23,11 +23,12 @@
  *     file means "exit". Replies are JSON datagrams: {"forked":pid},
  *     {"exit":pid,"status":wait-status}, {"error":"..."}.
  *   a child's socket (SOCK_STREAM): frames of a 4-byte big-endian length
- *     and a body. The child sends {"ready":true} when parked, receives
- *     one request (the 4-byte header carries four descriptors: workdir
- *     mount, stdin, stdout, stderr; see parse_request for the body), sends
- *     {"started":true} (or {"error":"..."}), and at the end the status:
- *     {"exit":N} or {"signal":N}.
+ *     and a body. The run's process (pid 2, see fork_run) sends
+ *     {"ready":true} when parked, receives one request (the 4-byte header
+ *     carries four descriptors: workdir mount, stdin, stdout, stderr; see
+ *     parse_request for the body), sends {"started":true} (or
+ *     {"error":"..."}) and closes its end before the code starts; at the
+ *     end pid 1 (reaper.c) sends the status: {"exit":N} or {"signal":N}.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -72,11 +73,13 @@
 
 #define SANDBOX_UID 1000
 #define MAX_CHILDREN 64
+/* A run's process queues its exit status to pid 1 with this (reaper.c). */
+#define REPORT_SIG (SIGRTMIN + 2)
 #define MAX_FILTERS 8
 #define REQUEST_VERSION 1
 
 /* Set once by zy_init in the template. */
-static int ctrl_fd = -1, own_pidns = -1;
+static int ctrl_fd = -1, own_pidns = -1, reaper_fd = -1, pin_ring = -1;
 static long pool_disk;
 static struct sock_fprog filters[MAX_FILTERS];
 static int nfilters;
@@ -238,10 +241,11 @@ static void scratch_opts(char *buf, size_t cap, long disk) {
     snprintf(buf, cap, "size=%ld,nr_inodes=%ld,mode=1777", disk, inodes);
 }
 
+/* child_setup runs in the run's process, pid 2, in the mount, ipc and uts
+ * namespaces pid 1 made (fork_run). */
 static void child_setup(void) {
     char opts[128];
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    CHECK(unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), "unshare");
     CHECK(sethostname("sandbox", 7), "sethostname");
     CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "mount /");
     /* The template's own /proc (its pid namespace), /tmp (the zygote),
@@ -556,61 +560,41 @@ static void child_enter(struct request *q, int fds[4], const unsigned char *body
         child_fail("setsid");
 }
 
-/* report tells the server how the run ended (kind 0: exit status,
- * 1: signal), then exits: tearing down this copy of the template takes
- * milliseconds the server need not wait for (it still waits for the
- * whole namespace to be gone before it reuses anything). The code could
- * forge this report, but no better than it could exit with any status
- * itself; the server kills the namespace on receipt either way. */
-static void report(int kind, int value) {
-    char json[64];
+/* report_exit hands the run's exit status to pid 1 (reaper.c), which
+ * tells the server, then exits: tearing down this copy of the template
+ * takes milliseconds the server need not wait for (it still waits for the
+ * whole namespace to be gone before it reuses anything). If the signal
+ * cannot be queued, pid 1 learns the status from wait(2), later. */
+static void report_exit(int status) {
+    union sigval v = {.sival_int = status & 0xff};
     syscall(SYS_close_range, 0, 2, 0);
-    snprintf(json, sizeof json, kind ? "{\"signal\":%d}" : "{\"exit\":%d}", value);
-    send_frame(child_sock, json);
-    _exit(kind ? 128 + value : value & 0xff);
+    sigqueue(1, REPORT_SIG, v);
+    _exit(status & 0xff);
 }
 
-/* run_program runs argv[0] as a cold run would: as pid 2, spawned without
- * copying this address space, with every signal at its default and none
- * blocked, while this process, pid 1, reaps every process the namespace
- * orphans. It never returns. */
-static void run_program(struct request *q) {
-    posix_spawnattr_t attr;
-    sigset_t all, none;
-    pid_t pid;
-    /* pid 1 ignores SIGINT: nothing in the sandbox can break its wait. */
-    signal(SIGINT, SIG_IGN);
-    sigfillset(&all);
+/* exec_program replaces the run's process with argv[0], as a cold run
+ * starts its program: pid 2, every signal at its default and none blocked
+ * (Python ignores SIGPIPE and SIGXFSZ, and an exec keeps what is ignored).
+ * It never returns. */
+static void exec_program(struct request *q) {
+    struct sigaction dfl;
+    sigset_t none;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* SIGKILL, SIGSTOP and glibc's own fail: fine */
     sigemptyset(&none);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    int e = posix_spawn(&pid, q->argv[0], NULL, &attr, q->argv, q->envp);
-    if (e != 0) {
-        dprintf(2, "%s: %s\n", q->argv[0], strerror(e));
-        report(0, e == EACCES || e == ENOEXEC ? 126 : 127);
-    }
-    syscall(SYS_close_range, 0, 2, 0);
-    for (;;) {
-        int st;
-        pid_t w = waitpid(-1, &st, 0);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            report(0, 125);
-        }
-        if (w == pid) {
-            if (WIFSIGNALED(st))
-                report(1, WTERMSIG(st));
-            report(0, WEXITSTATUS(st));
-        }
-    }
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(q->argv[0], q->argv, q->envp);
+    int e = errno;
+    dprintf(2, "%s: %s\n", q->argv[0], strerror(e));
+    report_exit(e == EACCES || e == ENOEXEC ? 126 : 127);
 }
 
-/* child_main parks the child until its request comes, enters it and
- * reports "started". For a program it never returns; for Python code it
- * returns the length of argv as NUL-separated bytes at *args. */
+/* child_main parks the run's process until its request comes, enters it,
+ * reports "started" and lets go of the server's socket. For a program it
+ * never returns; for Python code it returns the length of argv as
+ * NUL-separated bytes at *args. */
 static long child_main(char **args) {
     int fds[4];
     size_t len;
@@ -625,8 +609,11 @@ static long child_main(char **args) {
     free(body);
     if (send_frame(child_sock, "{\"started\":true}") != 0)
         _exit(125);
+    /* pid 1 keeps the socket for the exit report: the code never sees it. */
+    close(child_sock);
+    child_sock = -1;
     if (q.exec)
-        run_program(&q);
+        exec_program(&q);
     *args = q.args;
     return (long)q.args_len;
 }
@@ -635,11 +622,16 @@ static long child_main(char **args) {
 
 /* zy_init keeps what every child needs: the control socket, the
  * template's own pid namespace, the pool's disk size and environment
- * (NUL-separated), and the seccomp programs (raw sock_filter arrays). */
+ * (NUL-separated), the seccomp programs (raw sock_filter arrays), and the
+ * reaper program (opened: the run's process unmounts the template's /tmp
+ * while pid 1 may still be about to exec it). */
 int zy_init(int ctrl, long disk, const char *env, size_t env_len, const unsigned char *const *progs, const size_t *lens,
-            int n) {
+            int n, const char *reaper) {
     if (n > MAX_FILTERS)
         return -E2BIG;
+    reaper_fd = open(reaper, O_RDONLY | O_CLOEXEC);
+    if (reaper_fd < 0)
+        return -errno;
     ctrl_fd = ctrl;
     pool_disk = disk;
     own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
@@ -703,8 +695,20 @@ int zy_pin(const uint64_t *pages, int n) {
         free(iov);
         return -e;
     }
+    pin_ring = ring;
     free(iov);
     return n;
+}
+
+/* zy_owned reports whether fd is one of the helper's own descriptors
+ * (see audit_descriptors in zygote.py). */
+int zy_owned(int fd) {
+    return fd >= 0 && (fd == ctrl_fd || fd == own_pidns || fd == reaper_fd || fd == pin_ring);
+}
+
+/* zy_report ends a run's process running Python code (see report_exit). */
+void zy_report(int status) {
+    report_exit(status);
 }
 
 /* zy_fork forks (for the template's probe child). */
@@ -732,6 +736,28 @@ static void ctrl_send(const char *fmt, ...) {
     va_end(ap);
     if (n > 0)
         send(ctrl_fd, buf, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf - 1), MSG_NOSIGNAL);
+}
+
+/* fork_run makes a run's two processes (see zy_serve) and returns pid 1's
+ * pid (or -1) in the template, 0 in pid 2. pid 1 is the vfork child: it
+ * shares the template's memory until it execs the reaper and never
+ * returns here; its descriptor table is its own, so fd 3 becomes the
+ * socket. Kept apart from zy_serve so that nothing of the loop's state
+ * lives in a frame the vfork child runs in. */
+static __attribute__((noinline)) pid_t fork_run(int sock) {
+    pid_t pid = vfork();
+    if (pid != 0)
+        return pid;
+    if (dup2(sock, 3) < 0 || unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
+        _exit(125);
+    pid_t run = _Fork();
+    if (run == 0)
+        return 0;
+    if (run > 0) {
+        static char *const argv[] = {"codeexec-sandbox-init", NULL}, *const envp[] = {NULL};
+        syscall(SYS_execveat, reaper_fd, "", argv, envp, AT_EMPTY_PATH);
+    }
+    _exit(125);
 }
 
 /* zy_serve is the template's loop: it forks a child per request of the
@@ -789,27 +815,28 @@ long zy_serve(char **args) {
             ctrl_send("{\"error\":\"too many children\"}");
             continue;
         }
-        /* Each child is pid 1 of a fresh pid namespace: reset the
-         * namespace for children to ours, then unshare a new one. */
+        /* A run is two processes in a fresh pid namespace, as under a
+         * cold run's init: pid 1 runs reaper.c (it reaps, holds the
+         * socket and reports the exit status), pid 2 is a copy of this
+         * template that enters the request and runs the code (fork_run).
+         * Only pid 2 copies this address space (and gets the pinned pages
+         * copied at fork). Reset the namespace for children to ours, then
+         * unshare a new one. */
         if (setns(own_pidns, CLONE_NEWPID) != 0 || unshare(CLONE_NEWPID) != 0) {
             close(sock);
             ctrl_send("{\"error\":\"pid namespace: %s\"}", strerror(errno));
             continue;
         }
-        pid_t pid = fork();
+        pid_t pid = fork_run(sock);
         if (pid < 0) {
             close(sock);
             ctrl_send("{\"error\":\"fork: %s\"}", strerror(errno));
             continue;
         }
         if (pid == 0) {
-            /* Keep only stdio and this child's socket (moved to fd 3). */
-            if (sock != 3) {
-                if (dup3(sock, 3, O_CLOEXEC) < 0)
-                    _exit(125);
-                close(sock);
-            }
+            /* pid 2: keep only stdio and the socket. */
             child_sock = 3;
+            fcntl(3, F_SETFD, FD_CLOEXEC);
             syscall(SYS_close_range, 4, ~0U, 0);
             child_setup();
             reseed();
