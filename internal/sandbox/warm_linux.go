@@ -110,21 +110,21 @@ type spare struct {
 	// is pid 2's, for moving it to another cgroup.
 	pidfd    int
 	runPidfd int
-	conn    *net.UnixConn
-	cg      runCgroup
-	cgID    int
-	limits  Limits
-	exit    chan syscall.WaitStatus
-	reaped  bool // exec took the template's report from exit
-	destroy sync.Once
+	conn     *net.UnixConn
+	cg       runCgroup
+	cgID     int
+	limits   Limits
+	exit     chan syscall.WaitStatus
+	reaped   bool // exec took the template's report from exit
+	destroy  sync.Once
 }
 
 type templateMsg struct {
-	Ready        bool     `json:"ready"`
-	Threads      int      `json:"threads"`
+	Ready   bool `json:"ready"`
+	Threads int  `json:"threads"`
 	// StrayFDs are descriptors the template holds beyond its own, as
 	// "fd -> target" (zygote.py, audit_descriptors).
-	StrayFDs []string `json:"stray_fds"`
+	StrayFDs     []string `json:"stray_fds"`
 	PreloadError string   `json:"preload_error"`
 	Forked       int      `json:"forked"`
 	Exit         int      `json:"exit"`
