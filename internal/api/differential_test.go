@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
@@ -241,7 +242,10 @@ func TestWarmMatchesCold(t *testing.T) {
 	if testBackend() == "gvisor" {
 		t.Skip("the warm pool is a native-backend feature")
 	}
-	big := func(l *engine.Limits, _ *auth.Config) { l.MemoryBytes = 1 << 30; l.Pids = 128 }
+	// Room for a cold start of the data stack on a loaded machine.
+	big := func(l *engine.Limits, _ *auth.Config) {
+		l.MemoryBytes, l.Pids, l.WallTime, l.CPUTime = 1<<30, 128, 90*time.Second, 60*time.Second
+	}
 	cold := newEnvWarm(t, false, big)
 	warm := newEnvWarm(t, true, big)
 	// A compiled program's second run comes from the compile cache: one

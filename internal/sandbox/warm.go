@@ -4,18 +4,18 @@ package sandbox
 // (LinuxConfig.Warm): per pool slot, a long-lived template sandbox whose
 // Python has already imported the data stack and keeps children forked,
 // isolated and parked, each serving exactly one run: Python code in that
-// interpreter, any other single-step run by spawning its program. Multi-step
+// interpreter, any other single-step run by exec'ing its program. Multi-step
 // and networked specs, and every spec while the pool is empty, run cold.
 type WarmConfig struct {
 	// Python is the number of warm slots (0 disables the pool). Each runs
 	// three templates, each with its own uid range: one with the preloaded
 	// modules (~100-150 MB with numpy, pandas and matplotlib) and two lean
-	// ones (~13 MB) for standard-library-only code and spawned programs.
+	// ones (~13 MB) for standard-library-only code and exec'd programs.
 	Python int
 	// Interpreter is the run step's argv[0] the pool runs in the template's
 	// own interpreter (default /usr/bin/python3): [Interpreter, "-u", src,
 	// args...] where src is one of the spec's Files and the environment is
-	// Env; other specs' programs are spawned.
+	// Env; other specs' programs are exec'd.
 	Interpreter string
 	// Env is the exact environment of the specs the pool serves; the
 	// template imports its modules under it.
@@ -37,7 +37,7 @@ const (
 	// serves one run at a time and is busy until that run's namespace is
 	// gone, and a lean one costs a fraction of a preloaded one per run
 	// (~13 MB against ~94 MB to fork and tear down), so a second one keeps
-	// back-to-back standard-library runs and spawned programs off the
+	// back-to-back standard-library runs and exec'd programs off the
 	// preloaded template.
 	leanPerSlot = 2
 	// WarmTemplatesPerSlot is how many sandbox slots (uid ranges) each

@@ -70,7 +70,7 @@ type template struct {
 	slot int
 	// lean templates import nothing: forking one, and tearing its copy
 	// down, costs a fraction of a preloaded one (~10 MB against ~100 MB of
-	// page tables to copy and pages to fault). They spawn programs and run
+	// page tables to copy and pages to fault). They exec programs and run
 	// Python code that imports only the standard library.
 	lean bool
 
@@ -148,7 +148,7 @@ type warmRequest struct {
 	Disk    int64
 	FSize   int64
 	CPUSecs int64
-	// Exec has the child spawn argv[0] (any program of the sandbox's root
+	// Exec has the child exec argv[0] (any program of the sandbox's root
 	// or among Files) instead of running Python code itself.
 	Exec bool
 }
@@ -250,9 +250,9 @@ func (p *warmPool) describe() map[string]any {
 // serves reports whether the pool can serve spec as a cold run would, and
 // how: as Python code run by the template's interpreter itself (same
 // environment, [Interpreter, "-u", src, args...] with src among Files; code
-// is src's content), or, for any other single step, by spawning argv[0]
-// from a warm child, which then only reaps (the program is pid 2, as in a
-// cold run). Multi-step specs (compile and run) and networked runs run cold.
+// is src's content), or, for any other single step, by exec'ing argv[0]
+// in a warm child (the program is pid 2 under pid 1, as in a cold run).
+// Multi-step specs (compile and run) and networked runs run cold.
 func (p *warmPool) serves(spec Spec, lim Limits) (ok, execProgram bool, code []byte) {
 	if len(spec.Steps) != 1 || lim.Network {
 		return false, false, nil

@@ -559,3 +559,40 @@ func TestWarmWithoutMemlock(t *testing.T) {
 		t.Fatalf("unpinned warm run: %s %q %q", r.Status, r.Stdout, r.Stderr)
 	}
 }
+
+// TestWarmRunsInItsOwnCgroup: the code of a warm run, and its pid 1, are in
+// a cgroup of their own, not the template's, from the code's first
+// instruction on (cgroup v1 and v2: each hierarchy line of
+// /proc/self/cgroup names a child cgroup of the template's slot).
+func TestWarmRunsInItsOwnCgroup(t *testing.T) {
+	s := wb(t)
+	for _, code := range []string{"print(open('/proc/self/cgroup').read() + '--\\n' + open('/proc/1/cgroup').read())",
+		"import numpy\nprint(open('/proc/self/cgroup').read() + '--\\n' + open('/proc/1/cgroup').read())"} {
+		served := s.WarmServed()
+		r := run(t, s, warmSpec(code))
+		wantStatus(t, r, StatusOK)
+		if s.WarmServed() != served+1 {
+			t.Fatal("not served warm")
+		}
+		self, one, _ := strings.Cut(r.Stdout, "--\n")
+		if self != strings.TrimSuffix(one, "\n") {
+			t.Fatalf("the code and its pid 1 are in different cgroups:\n%s", r.Stdout)
+		}
+		n := 0
+		for _, line := range strings.Split(strings.TrimSpace(self), "\n") {
+			f := strings.SplitN(line, ":", 3)
+			if len(f) != 3 || !(f[0] == "0" || strings.Contains(","+f[1]+",", ",memory,") || strings.Contains(","+f[1]+",", ",pids,")) {
+				continue
+			}
+			var id int
+			base := f[2][strings.LastIndexByte(f[2], '/')+1:]
+			if _, err := fmt.Sscanf(base, "s%d", &id); err != nil || id < 1000 || id%1000 == 0 {
+				t.Errorf("%q: not a warm child's cgroup (the template's is s<slot+1>000)", line)
+			}
+			n++
+		}
+		if n == 0 {
+			t.Fatalf("no memory, pids or v2 line in\n%s", self)
+		}
+	}
+}
