@@ -36,7 +36,12 @@ const (
 	key       = "bench-key-0123456789"
 	python    = "/usr/bin/python3"
 	heavyCode = "import numpy, pandas, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot\nprint(pandas.DataFrame({'a': numpy.arange(3)}).a.sum())"
-	cHello    = "#include <stdio.h>\nint main(void) { printf(\"hello %d\\n\", NUM); return 0; }\n"
+	// chartCode draws what users most ask for: a chart with a title,
+	// labels and a legend, saved as PNG (argv[1], else chart.png).
+	chartCode = "import sys, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n" +
+		"plt.plot([1, 3, 2], label='series'); plt.title('Sales'); plt.xlabel('month'); plt.ylabel('units')\n" +
+		"plt.legend(); plt.savefig(sys.argv[1] if len(sys.argv) > 1 else 'chart.png'); print('saved')"
+	cHello = "#include <stdio.h>\nint main(void) { printf(\"hello %d\\n\", NUM); return 0; }\n"
 )
 
 // bareEnv is a clean environment: Debian's python3, no pyenv shim, none of
@@ -70,6 +75,11 @@ type result struct {
 		Bare   stats   `json:"bare"`
 		Ratio  float64 `json:"ratio_p50"`
 	} `json:"b_heavy_import"`
+	Chart struct {
+		Server stats   `json:"server"`
+		Bare   stats   `json:"bare"`
+		Ratio  float64 `json:"ratio_p50"`
+	} `json:"b_chart_png"`
 	C []throughput `json:"c_throughput"`
 	D struct {
 		First       stats   `json:"first_compile_and_run"`
@@ -168,6 +178,12 @@ func run(server, out string, n, heavyN int, dur time.Duration) error {
 	sb, bb := b.interleaved(heavyN, func() error { return b.expect("py", heavyCode, "3\n") },
 		func() error { return bare(python, "-c", heavyCode) })
 	r.B.Server, r.B.Bare, r.B.Ratio = sb, bb, sb.P50MS/bb.P50MS
+
+	fmt.Println("B: a chart with a title and labels, saved as PNG ...")
+	chartPNG := filepath.Join(tmp, "chart.png")
+	sc, bc := b.interleaved(heavyN, func() error { return b.expect("py", chartCode, "saved\n") },
+		func() error { return bare(python, "-c", chartCode, chartPNG) })
+	r.Chart.Server, r.Chart.Bare, r.Chart.Ratio = sc, bc, sc.P50MS/bc.P50MS
 
 	var loadRSS, loadSandbox atomic.Int64
 	stop := make(chan struct{})
@@ -341,8 +357,10 @@ func (b *bench) exec(lang, code string) (string, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return "", err
 	}
-	if r.Status != "ok" {
-		return r.Stdout, fmt.Errorf("status %s: %.300s", r.Status, r.Stderr)
+	if r.Status != "ok" || r.Stderr != "" {
+		// A run that succeeds with a complaint on stderr (a chart drawn
+		// with broken fonts) is no success.
+		return r.Stdout, fmt.Errorf("status %s: stderr %.300q", r.Status, r.Stderr)
 	}
 	return r.Stdout, nil
 }
@@ -510,6 +528,7 @@ func report(w io.Writer, r *result) {
 	}
 	row("A /exec print(1) vs python3 -c", r.A.Server, r.A.Bare, r.A.Ratio)
 	row("B /exec numpy+pandas+matplotlib vs bare", r.B.Server, r.B.Bare, r.B.Ratio)
+	row("B chart with title and labels to PNG", r.Chart.Server, r.Chart.Bare, r.Chart.Ratio)
 	fmt.Fprintf(w, "\n%-44s %12s %12s %8s %8s\n", "C sustained print(1)", "codeexec/s", "bare/s", "ratio", "errors")
 	for _, t := range r.C {
 		fmt.Fprintf(w, "%-44s %12.1f %12.1f %7.2fx %8d\n", fmt.Sprintf("  concurrency %d", t.Concurrency), t.ServerPerS, t.BarePerS, t.Ratio, t.Errors)
