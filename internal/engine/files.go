@@ -259,20 +259,35 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 
 	res.Files = []OutFile{}
 	budget := e.limits.MaxOutputFiles
+	bytesLeft := e.limits.FilesBytes
+	if bytesLeft <= 0 {
+		bytesLeft = e.limits.DiskBytes
+	}
 	for _, f := range generated {
 		if budget == 0 {
 			skip("max_files", f.name)
 			continue
 		}
-		out, err := e.storeOutput(ctx, root, session, owner, f)
+		// Holes cost the run nothing in its tmpfs but are stored as
+		// zeros: the budget counts what is read and stored.
+		if f.size > bytesLeft {
+			skip("total_size", f.name)
+			continue
+		}
+		out, err := e.storeOutput(ctx, root, session, owner, f, bytesLeft)
 		if err != nil {
 			if errors.Is(err, errUnreadable) {
 				skip("unreadable", f.name)
 				continue
 			}
+			if errors.Is(err, errOverBudget) {
+				skip("total_size", f.name)
+				continue
+			}
 			return err
 		}
 		res.Files = append(res.Files, out)
+		bytesLeft -= out.Size
 		budget--
 	}
 	for _, f := range inherited {
@@ -300,10 +315,14 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 	return nil
 }
 
-var errUnreadable = errors.New("unreadable")
+var (
+	errUnreadable = errors.New("unreadable")
+	errOverBudget = errors.New("over the run's output budget")
+)
 
-// storeOutput uploads one generated or changed file.
-func (e *Engine) storeOutput(ctx context.Context, root *os.Root, session, owner string, f found) (OutFile, error) {
+// storeOutput uploads one generated or changed file, of at most left
+// bytes (what it stored is deleted again if it read more).
+func (e *Engine) storeOutput(ctx context.Context, root *os.Root, session, owner string, f found, left int64) (OutFile, error) {
 	file, err := root.OpenFile(f.name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return OutFile{}, errUnreadable
@@ -315,9 +334,16 @@ func (e *Engine) storeOutput(ctx context.Context, root *os.Root, session, owner 
 	key := storage.Key{Session: session, ID: storage.NewID()}
 	// The sandbox is gone, but bound the read anyway: the size was checked
 	// when the file was listed.
-	obj, err := e.store.Put(ctx, key, io.LimitReader(file, e.limits.FileBytes), storage.Meta{Name: f.name, Owner: owner})
+	limit := min(e.limits.FileBytes, left)
+	obj, err := e.store.Put(ctx, key, io.LimitReader(file, limit+1), storage.Meta{Name: f.name, Owner: owner})
 	if err != nil {
 		return OutFile{}, fmt.Errorf("storing %q: %w", f.name, err)
+	}
+	if obj.Size > limit {
+		if err := e.store.Delete(ctx, key); err != nil {
+			return OutFile{}, fmt.Errorf("removing %q: %w", f.name, err)
+		}
+		return OutFile{}, errOverBudget
 	}
 	out := OutFile{ID: key.ID, Name: f.name, Session: session, Size: obj.Size, ContentType: obj.ContentType}
 	if f.input != nil {
