@@ -98,7 +98,9 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Requ
 		return nil, false
 	}
 	defer release()
+	track := s.trackBegin(r, req.Lang.ID)
 	res, err := s.Engine.Exec(r.Context(), req)
+	s.trackEnd(track, res, err)
 	if err != nil {
 		if s.Metrics != nil && errors.Is(err, engine.ErrSandbox) {
 			s.Metrics.SandboxFailures.Inc()
@@ -120,7 +122,9 @@ func (s *Server) executeLive(w http.ResponseWriter, r *http.Request, key string,
 		return
 	}
 	defer release()
+	track := s.trackBegin(r, req.Lang.ID)
 	out, err := s.Runtime.Exec(r.Context(), key, req)
+	s.trackEnd(track, liveResult(out), err)
 	if errors.Is(err, runtime.ErrUnsupported) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": "capability_mismatch", "message": err.Error()})
 		return
