@@ -72,9 +72,11 @@ func artifacts(t *testing.T) string {
 // page drives the console in the browser, failing the test with a
 // screenshot and the page's text when a wait runs out.
 type page struct {
-	t   *testing.T
-	ctx context.Context
-	dir string
+	t             *testing.T
+	ctx           context.Context
+	dir           string
+	width, height int64
+	scale         float64
 }
 
 func (p *page) run(what string, timeout time.Duration, actions ...chromedp.Action[chromedp.Void]) {
@@ -127,10 +129,23 @@ func (p *page) show(hash string) {
 	eval[string](p, fmt.Sprintf(`location.hash = %q`, hash))
 }
 
+// shot saves a screenshot of the whole page: the viewport is stretched to
+// the document's height for it (Chromium's capture beyond the viewport
+// is not reliable in headless mode), then set back.
 func (p *page) shot(name string) {
 	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	h, err := chromedp.Run(ctx, chromedp.Evaluate[int64](`Math.ceil(document.documentElement.scrollHeight)`))
+	if err == nil {
+		err = chromedp.Do(ctx, chromedp.EmulateViewport(p.width, max(h, p.height), chromedp.EmulateScale(p.scale)))
+	}
+	var png []byte
+	if err == nil {
+		png, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	}
+	if err == nil {
+		err = chromedp.Do(ctx, chromedp.EmulateViewport(p.width, p.height, chromedp.EmulateScale(p.scale)))
+	}
 	if err != nil {
 		p.t.Logf("screenshot %s: %v", name, err)
 		return
@@ -138,6 +153,13 @@ func (p *page) shot(name string) {
 	if err := os.WriteFile(filepath.Join(p.dir, name+".png"), png, 0o644); err != nil {
 		p.t.Errorf("saving screenshot: %v", err)
 	}
+}
+
+// viewport sets the page's size (CSS pixels) and pixel ratio.
+func (p *page) viewport(width, height int64, scale float64) {
+	p.t.Helper()
+	p.width, p.height, p.scale = width, height, scale
+	p.run("setting the viewport", 10*time.Second, chromedp.EmulateViewport(width, height, chromedp.EmulateScale(scale)))
 }
 
 // TestConsoleInBrowser uses the operator console as an operator would, in
@@ -149,6 +171,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	ctx := browser(t)
 	s := startServer(t)
 	p := &page{t: t, ctx: ctx, dir: artifacts(t)}
+	p.viewport(1100, 800, 1)
 	health := s.health(t)
 	iso := health["isolation"].(map[string]any)
 	cgVersion := fmt.Sprint(iso["cgroup"].(map[string]any)["version"])
@@ -168,8 +191,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.shot("01-login-refused")
 
 	// The right key: the status page reports the isolation in force.
+	eval[string](p, `document.getElementById("key").value = ""`)
 	p.run("signing in", 10*time.Second,
-		chromedp.SetValue(chromedp.ID("key"), ""),
 		chromedp.SendKeys(chromedp.ID("key"), s.key),
 		chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)),
 	)
@@ -197,7 +220,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	p.shot("03-languages")
 
-	// Playground: a matplotlib chart is rendered from the downloaded PNG.
+	// Playground: a matplotlib chart is rendered from the downloaded PNG,
+	// once the warm templates are up (the screenshot then shows a usual
+	// run's time, not the first cold one's).
+	p.show("#status")
+	p.until("warm pool ready", `(() => { const m = /^(\d+) \/ (\d+) ready$/.exec(document.querySelector("#card-warm .card-value")?.textContent || ""); return !m || m[1] === m[2]; })()`, 60*time.Second)
 	p.show("#playground")
 	p.until("playground ready", `document.querySelector('#pg-lang option[value="py"]') !== null`, 15*time.Second)
 	chart := `import matplotlib.pyplot as plt
@@ -280,7 +307,7 @@ print("saved", ax.get_title())
 	p.shot("07-history")
 
 	// On a phone-sized screen.
-	p.run("phone viewport", 10*time.Second, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	p.viewport(390, 844, 2)
 	p.show("#status")
 	p.until("status again", `document.querySelector("#card-backend .card-value")?.textContent === "linux"`, 15*time.Second)
 	p.shot("08-status-phone")

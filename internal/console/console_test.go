@@ -175,8 +175,10 @@ func TestStatusReportsSourcesAndCachesDoctor(t *testing.T) {
 	calls := 0
 	tr := NewTracker()
 	c := New(Config{
-		Tracker:         tr,
-		Isolation:       func() map[string]any { return map[string]any{"backend": "linux", "cgroup": map[string]any{"version": 2}} },
+		Tracker: tr,
+		Isolation: func() map[string]any {
+			return map[string]any{"backend": "linux", "cgroup": map[string]any{"version": 2}}
+		},
 		Storage:         "local /srv",
 		Load:            func() map[string]any { return map[string]any{"running": 1} },
 		Findings:        func(context.Context) []Finding { calls++; return []Finding{{Name: "cgroups", OK: true, Detail: "v2"}} },
