@@ -25,7 +25,11 @@
   // api fetches a path relative to /console/ with the key; a 401 signs out.
   async function api(path, opts) {
     opts = opts || {};
-    const headers = Object.assign({ "X-API-Key": opts.key || key() }, opts.headers || {});
+    // An API key goes as X-API-Key; a JWT (three base64url parts) as a
+    // bearer token, the only way the server accepts one.
+    const k = opts.key || key();
+    const cred = /^[\w-]+\.[\w-]+\.[\w-]+$/.test(k) ? { Authorization: "Bearer " + k } : { "X-API-Key": k };
+    const headers = Object.assign(cred, opts.headers || {});
     const resp = await fetch(path, Object.assign({}, opts, { headers: headers, cache: "no-store" }));
     if (resp.status === 401) {
       throw new Unauthorized("key refused");
