@@ -32,13 +32,16 @@ func (s *Server) trackBegin(r *http.Request, lang string) uint64 {
 	return s.Console.Tracker().Begin(lang, callerKey(r))
 }
 
-// trackEnd records how execution id ended.
+// trackEnd records how execution id ended; deferred, so that a run never
+// stays "running" in the console.
 func (s *Server) trackEnd(id uint64, res *engine.Result, err error) {
 	if id == 0 {
 		return
 	}
 	t := s.Console.Tracker()
 	switch {
+	case err == nil && res == nil: // the execution panicked
+		t.End(id, "failed", 0, 0)
 	case err == nil:
 		t.End(id, string(res.Status), res.WallTime, res.MemoryPeak)
 	case errors.Is(err, context.Canceled):
