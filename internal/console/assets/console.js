@@ -155,7 +155,7 @@
       card("Sandbox", iso.backend || "?", iso.degraded ? "DEGRADED: no cgroups" : (iso.slots ? iso.slots + " slots" : ""), "card-backend"),
       card("cgroups", cg.version !== undefined ? "v" + cg.version : "?", cg.path || "", "card-cgroup"),
       card("Warm pool", warmText, warmSub, "card-warm"),
-      card("Storage", s.storage || "?", "", "card-storage"),
+      card("Storage", (s.storage || "?").split(" ")[0], (s.storage || "").split(" ").slice(1).join(" "), "card-storage"),
       card("Executions", (load.running || 0) + " / " + (load.concurrency || "?") + " running", (load.queued || 0) + " queued of " + (load.queue_cap || "?"), "card-load"),
       card("Stateful sessions", s.runtime_sessions === undefined ? "off" : s.runtime_sessions, "", "card-runtime"),
     );
