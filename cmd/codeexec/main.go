@@ -24,6 +24,7 @@ import (
 	"github.com/codeexec/codeexec/internal/api"
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/config"
+	"github.com/codeexec/codeexec/internal/console"
 	"github.com/codeexec/codeexec/internal/doctor"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
@@ -202,6 +203,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	rate := func(r config.RateLimit) *admission.Limiter {
 		return admission.NewLimiter(admission.RateLimit{N: r.N, Window: r.Window})
 	}
+	var cons *console.Console
+	if cfg.Console {
+		cons = newConsole(cfg, box, adm, live)
+	}
 	handler := api.NewServer(api.Deps{
 		Engine: eng, Store: mets.Store(store), Box: box, Auth: authn, Log: log,
 		Limits:     api.Limits{MaxUploadBytes: cfg.MaxUploadMB << 20},
@@ -210,6 +215,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Rates:      api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
 		Metrics:    mets, MetricsRoute: cfg.MetricsAddr == "",
 		Runtime: live,
+		Console: cons,
 	})
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {

@@ -97,7 +97,9 @@ func TestEveryLanguage(t *testing.T) {
 func TestMatplotlibPNG(t *testing.T) {
 	e := newEnv(t, func(l *engine.Limits, _ *auth.Config) { l.MemoryBytes = 1 << 30 })
 	r := e.exec(map[string]any{"lang": "py", "code": "import matplotlib.pyplot as plt\nplt.plot([1,2,3],[4,1,9])\nplt.title('t')\nplt.savefig('plot.png')\nprint('saved')"})
-	if r.Stdout != "saved\n" || len(r.Files) != 1 || r.Files[0].Name != "plot.png" || !strings.HasPrefix(r.Files[0].ContentType, "image/png") {
+	// No stderr: warm templates once left children reading fonts from
+	// descriptors they had closed (garbled text, "Bad file descriptor").
+	if r.Stdout != "saved\n" || r.Stderr != "" || len(r.Files) != 1 || r.Files[0].Name != "plot.png" || !strings.HasPrefix(r.Files[0].ContentType, "image/png") {
 		t.Fatalf("%+v", r)
 	}
 	img, err := png.Decode(bytes.NewReader(e.download(r.SessionID, r.Files[0].ID)))

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/codeexec/codeexec/internal/admission"
+	"github.com/codeexec/codeexec/internal/console"
 	"github.com/codeexec/codeexec/internal/metrics"
 )
 
@@ -35,7 +36,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	// A server with every optional route on.
 	s := NewServer(Deps{Engine: nil, Store: e.store, Box: e.box, Log: nil,
-		Admission: admission.New(1, 1, 1), Metrics: metrics.New(func() float64 { return 0 }, func() float64 { return 0 }, func() float64 { return 0 }), MetricsRoute: true})
+		Admission: admission.New(1, 1, 1), Metrics: metrics.New(func() float64 { return 0 }, func() float64 { return 0 }, func() float64 { return 0 }), MetricsRoute: true,
+		Console: console.New(console.Config{})})
 	wild := regexp.MustCompile(`\{(\w+)\.\.\.\}`)
 	registered := map[string]bool{}
 	for _, p := range s.patterns {

@@ -98,7 +98,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Requ
 		return nil, false
 	}
 	defer release()
-	res, err := s.Engine.Exec(r.Context(), req)
+	var res *engine.Result
+	var err error
+	track := s.trackBegin(r, req.Lang.ID)
+	defer func() { s.trackEnd(track, res, err) }() // even if Exec panics
+	res, err = s.Engine.Exec(r.Context(), req)
 	if err != nil {
 		if s.Metrics != nil && errors.Is(err, engine.ErrSandbox) {
 			s.Metrics.SandboxFailures.Inc()
@@ -120,7 +124,11 @@ func (s *Server) executeLive(w http.ResponseWriter, r *http.Request, key string,
 		return
 	}
 	defer release()
-	out, err := s.Runtime.Exec(r.Context(), key, req)
+	var out *runtime.Outcome
+	var err error
+	track := s.trackBegin(r, req.Lang.ID)
+	defer func() { s.trackEnd(track, liveResult(out), err) }() // even if Exec panics
+	out, err = s.Runtime.Exec(r.Context(), key, req)
 	if errors.Is(err, runtime.ErrUnsupported) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": "capability_mismatch", "message": err.Error()})
 		return

@@ -31,5 +31,8 @@ func (s *Server) routes() {
 	s.handle("POST /sessions/{session_id}/files", s.authed(s.handleSessionUpload))
 	s.handle("GET /sessions/{session_id}/files/{path...}", s.authed(s.handleSessionDownload))
 
+	// The operator console, when on (console.go).
+	s.consoleRoutes()
+
 	s.handle("/", http.HandlerFunc(s.handleNotFound))
 }

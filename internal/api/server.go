@@ -20,6 +20,7 @@ import (
 
 	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/auth"
+	"github.com/codeexec/codeexec/internal/console"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/runtime"
@@ -61,6 +62,9 @@ type Deps struct {
 	ReadyTTL time.Duration
 	// Runtime serves the stateful profile; nil refuses it with 409.
 	Runtime *runtime.Manager
+	// Console serves the operator console at /console and records
+	// executions for it; nil turns it off.
+	Console *console.Console
 }
 
 // Rates are the per-caller rate limits.

@@ -215,7 +215,9 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return
 		}
+		track := s.trackBegin(r, l.ID)
 		live, err := s.Runtime.Exec(r.Context(), liveKey(rec.ID), ereq)
+		s.trackEnd(track, liveResult(live), err)
 		release()
 		if errors.Is(err, runtime.ErrUnsupported) {
 			writeError(w, http.StatusBadRequest, err.Error())

@@ -71,6 +71,9 @@ type Config struct {
 	CompileCacheMB int64
 
 	LogLevel string
+
+	// Console serves the operator console at /console.
+	Console bool
 }
 
 // RateLimit is N requests per Window per caller; N == 0 means no limit.
@@ -146,6 +149,7 @@ var settings = []setting{
 	{name: "CODEEXEC_UID_BASE", def: "", help: "first host uid of the sandboxes' uid ranges (default 0x70000000); give each container on one host its own, 0x4000000 apart"},
 	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
 	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+	{name: "CODEEXEC_CONSOLE", def: "true", help: "serve the operator console at /console (its data behind the API key); false turns it off"},
 }
 
 // Load reads the configuration through getenv.
@@ -227,6 +231,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	small("CODEEXEC_MAX_INPUT_FILES", &c.MaxInputFiles, 1)
 	boolean("CODEEXEC_DISABLE_NETWORK", &c.DisableNetwork)
 	boolean("CODEEXEC_SANDBOX_ALLOW_DEGRADED", &c.AllowDegraded)
+	boolean("CODEEXEC_CONSOLE", &c.Console)
 	if v["CODEEXEC_MAX_CONCURRENCY"] == "" {
 		c.MaxConcurrency = runtime.NumCPU()
 	} else {
