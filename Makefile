@@ -6,12 +6,16 @@ export GOFLAGS ?= -buildvcs=false
 
 BIN := bin/codeexec
 
-.PHONY: all deps build run test vet fmt-check unit
+.PHONY: all deps test-deps build run test vet fmt-check unit
 
 all: build
 
 deps:
 	@bash scripts/install-deps.sh
+
+# What only the test suite needs besides (scripts/packages-test.txt).
+test-deps:
+	@CODEEXEC_DEPS_TEST=1 bash scripts/install-deps.sh
 
 build: deps
 	go build -o $(BIN) ./cmd/codeexec
@@ -32,7 +36,7 @@ fmt-check:
 # container image) with the race detector. One package at a time: several
 # tests measure time limits, and a 2-core machine shared by parallel packages
 # would blur them.
-test: build vet fmt-check
+test: test-deps build vet fmt-check
 	go test -race -count=1 -p 1 -timeout 80m ./...
 	# The attack suite and every language again, served by the warm pool
 	# (Python in forked templates, every other single-step run spawned

@@ -16,6 +16,9 @@
 #   CODEEXEC_GO_SHA256   sha256 of the toolchain zip, required for versions/arches not pinned here.
 #   CODEEXEC_GOPROXY     module proxy to fetch Go from (default https://proxy.golang.org).
 #   CODEEXEC_SKIP_APT=1  skip step 1 (e.g. when the image already has the packages).
+#   CODEEXEC_DEPS_TEST=1 also the packages only the test suite needs (scripts/packages-test.txt:
+#                        a browser, a VM for cgroup v2), never in the image or the sandbox's
+#                        view of a production host.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -52,6 +55,9 @@ install_packages() {
 	[[ ${CODEEXEC_SKIP_APT:-0} == 1 ]] && return
 	local -a want missing=()
 	mapfile -t want < <(list "$here/packages.txt")
+	if [[ ${CODEEXEC_DEPS_TEST:-0} == 1 ]]; then
+		mapfile -t -O "${#want[@]}" want < <(list "$here/packages-test.txt")
+	fi
 	# Debian's nodejs ships without npm (NodeSource's bundles it): add Debian's npm only
 	# when there is no npm at all, so NodeSource installs are left alone.
 	if ! command -v npm >/dev/null && [[ ! -x /usr/bin/npm ]]; then

@@ -33,17 +33,17 @@ var (
 
 // Limits are the server's caps for every execution.
 type Limits struct {
-	WallTime       time.Duration // default and maximum of a request's timeout
-	CPUTime        time.Duration
-	MemoryBytes    int64
-	Pids           int
-	OutputBytes    int64
-	DiskBytes      int64 // /mnt/data and /tmp, each
-	FileBytes      int64 // largest output file collected back
+	WallTime    time.Duration // default and maximum of a request's timeout
+	CPUTime     time.Duration
+	MemoryBytes int64
+	Pids        int
+	OutputBytes int64
+	DiskBytes   int64 // /mnt/data and /tmp, each
+	FileBytes   int64 // largest output file collected back
 	// FilesBytes bounds the bytes of all output files one run stores
 	// together, as read (a sparse file counts at its full length); 0 means
 	// DiskBytes, what the run could really write.
-	FilesBytes int64
+	FilesBytes     int64
 	MaxOutputFiles int
 	MaxInputFiles  int
 	Network        bool

@@ -61,11 +61,6 @@ try:
     plt.plot([0, 1])
     _fig.savefig(io.BytesIO(), format="png")
     plt.close("all")
-    # The draw opened font files that matplotlib's cache keeps open; a warm
-    # child closes every inherited descriptor, so its text would be read
-    # from closed (or reused) descriptors: the child opens its own.
-    import matplotlib.font_manager as _fm
-    _fm._get_font.cache_clear()
 except Exception:
     pass
 `
