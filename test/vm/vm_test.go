@@ -1,0 +1,278 @@
+package vm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var ci = os.Getenv("CI") == "true"
+
+//go:embed guest-init.sh
+var guestInit []byte
+
+// initramfsInit is the initramfs's /init: pivot_root (which the sandbox
+// needs) refuses the initramfs itself, so the tree is copied into a tmpfs
+// and the real init runs from there.
+const initramfsInit = `#!/vm/busybox sh
+bb=/vm/busybox
+$bb mount -t tmpfs -o mode=755 root /newroot
+for d in /*; do
+	case $d in /newroot|/init|/dev) ;; *) $bb cp -a "$d" /newroot/ ;; esac
+done
+$bb mkdir -p /newroot/dev /newroot/proc /newroot/sys
+exec $bb switch_root /newroot /vm/init
+`
+
+// defaultTests are the guest's test binaries and arguments, one line each:
+// the cgroup v2 tests of the sandbox (cold, warm, stateful runs) and the
+// version-agnostic limit tests that must hold on v2 as well.
+var defaultTests = []guestTest{{
+	pkg: "./internal/sandbox",
+	run: "^(TestCgroupV2.*|TestEchoAndExitCode|TestForkBombContained|TestMemoryBomb|TestCPULimit|TestWallTimeout|TestKillMinusOneStaysInside)$",
+}}
+
+type guestTest struct {
+	pkg, run, skip string
+}
+
+// TestCgroupV2VM boots the cgroup v2 guest and fails when any guest test
+// fails. CODEEXEC_VM_RUN replaces the -test.run pattern of the sandbox
+// tests (e.g. '^TestCgroupV2Warm' to run the warm checks alone) and
+// CODEEXEC_VM_SKIP sets their -test.skip. Without qemu or root it skips,
+// except with CI=true.
+func TestCgroupV2VM(t *testing.T) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skip("the VM harness boots an amd64 Debian kernel")
+	}
+	if os.Getenv("CODEEXEC_SKIP_VM_TEST") == "1" {
+		if !ci {
+			t.Skip("CODEEXEC_SKIP_VM_TEST=1 (never skipped when CI=true)")
+		}
+		t.Log("CODEEXEC_SKIP_VM_TEST=1 is ignored because CI=true")
+	}
+	for _, bin := range []string{"qemu-system-x86_64", "dpkg-deb", "apt-get"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if !ci {
+				t.Skipf("%s missing (make deps installs it)", bin)
+			}
+			t.Fatalf("%s missing: scripts/packages.txt lists qemu-system-x86", bin)
+		}
+	}
+	tests := defaultTests
+	if p := os.Getenv("CODEEXEC_VM_RUN"); p != "" {
+		tests[0].run = p
+	}
+	tests[0].skip = os.Getenv("CODEEXEC_VM_SKIP")
+
+	root := repoRoot(t)
+	cache := filepath.Join(root, ".cache", "vm")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	kernel := fetchKernel(t, cache)
+	t.Logf("kernel %s ready after %s", filepath.Base(kernel), time.Since(t0).Round(time.Millisecond))
+
+	t1 := time.Now()
+	initrd := filepath.Join(cache, "initrd.cpio")
+	buildInitrd(t, root, initrd, tests)
+	fi, _ := os.Stat(initrd)
+	t.Logf("initramfs (%d MB) built after %s", fi.Size()>>20, time.Since(t1).Round(time.Millisecond))
+
+	t2 := time.Now()
+	rc := boot(t, kernel, initrd, 10*time.Minute)
+	t.Logf("VM stage: %s (boot and guest tests), %s in all", time.Since(t2).Round(time.Second), time.Since(t0).Round(time.Second))
+	if rc != 0 {
+		t.Fatalf("guest tests failed (rc=%d); the console is above", rc)
+	}
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Clean(filepath.Join(wd, "..", ".."))
+}
+
+// fetchKernel returns the path of Debian's cloud kernel, downloaded once
+// with apt-get download and unpacked into cache (never installed: the
+// host's boot configuration is left alone).
+func fetchKernel(t *testing.T, cache string) string {
+	t.Helper()
+	dir := filepath.Join(cache, "kernel")
+	out, err := exec.Command("apt-cache", "depends", "linux-image-cloud-amd64").Output()
+	pkg := ""
+	if err == nil {
+		if m := regexp.MustCompile(`Depends: (linux-image-[0-9][^\s]*-cloud-amd64)`).FindSubmatch(out); m != nil {
+			pkg = string(m[1])
+		}
+	}
+	if pkg == "" {
+		// No package index (offline): whatever kernel is cached.
+		if ks, _ := filepath.Glob(filepath.Join(dir, "*", "boot", "vmlinuz-*")); len(ks) > 0 {
+			return ks[len(ks)-1]
+		}
+		t.Fatalf("cannot resolve linux-image-cloud-amd64 (apt-cache: %v; run apt-get update)", err)
+	}
+	pdir := filepath.Join(dir, pkg)
+	if ks, _ := filepath.Glob(filepath.Join(pdir, "boot", "vmlinuz-*")); len(ks) == 1 {
+		return ks[0]
+	}
+	dl, err := os.MkdirTemp(cache, ".dl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dl)
+	// _apt cannot write a private directory: let apt fetch as root.
+	run(t, dl, "apt-get", "download", "-o", "APT::Sandbox::User=root", pkg)
+	debs, _ := filepath.Glob(filepath.Join(dl, "*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("apt-get download %s: got %v", pkg, debs)
+	}
+	tmp := filepath.Join(dl, "x")
+	run(t, dl, "dpkg-deb", "-x", debs[0], tmp)
+	if err := os.RemoveAll(pdir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, pdir); err != nil {
+		t.Fatal(err)
+	}
+	ks, _ := filepath.Glob(filepath.Join(pdir, "boot", "vmlinuz-*"))
+	if len(ks) != 1 {
+		t.Fatalf("%s has no single vmlinuz: %v", pkg, ks)
+	}
+	return ks[0]
+}
+
+func run(t *testing.T, dir string, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return out
+}
+
+// buildInitrd writes the guest: the host files of guestPackages, the test
+// binaries, busybox and the two inits, as an uncompressed cpio (TCG
+// decompresses slowly).
+func buildInitrd(t *testing.T, root, out string, tests []guestTest) {
+	t.Helper()
+	tree := newTree()
+	if err := tree.addPackages(guestPackages); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range guestEtc {
+		if err := tree.addHost(f); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatalf("busybox missing: scripts/packages.txt lists busybox-static")
+	}
+	tree.addFile("/vm/busybox", bb, 0o755)
+	tree.addData("/init", []byte(initramfsInit), 0o755)
+	tree.addData("/vm/init", guestInit, 0o755)
+	tree.addDir("/newroot")
+	tree.addDev("/dev/console", 0o600, 5, 1)
+
+	bindir, err := os.MkdirTemp(filepath.Dir(out), ".bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(bindir)
+	var list strings.Builder
+	for _, gt := range tests {
+		name := strings.ReplaceAll(strings.Trim(gt.pkg, "./"), "/", "_") + ".test"
+		bin := filepath.Join(bindir, name)
+		// No -race: under TCG it would multiply the guest's time.
+		cmd := exec.Command("go", "test", "-c", "-o", bin, gt.pkg)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go test -c %s: %v\n%s", gt.pkg, err, b)
+		}
+		if err := tree.addELF("/vm/bin/"+name, bin); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&list, "%s -test.v -test.count=1 -test.timeout=8m -test.run %s", name, gt.run)
+		if gt.skip != "" {
+			fmt.Fprintf(&list, " -test.skip %s", gt.skip)
+		}
+		list.WriteString("\n")
+	}
+	tree.addData("/vm/tests", []byte(list.String()), 0o644)
+	if err := tree.closeLibs(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tree.writeCpio(out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// boot runs the guest until it powers off (or limit passes), streams its
+// console into the test log and returns the guest's result code.
+func boot(t *testing.T, kernel, initrd string, limit time.Duration) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cpus := min(runtime.NumCPU(), 4)
+	appendLine := "console=ttyS0 panic=-1 quiet rdinit=/init"
+	if ci {
+		appendLine += " CI=true" // init's environment
+	}
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
+		"-accel", "tcg,thread=multi", "-cpu", "max", "-smp", strconv.Itoa(cpus), "-m", "3072",
+		"-kernel", kernel, "-initrd", initrd, "-append", appendLine,
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-nic", "none", "-no-reboot")
+	cmd.WaitDelay = 5 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rc := -1
+	marker := regexp.MustCompile(`^VM-RESULT rc=(\d+)`)
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		t.Log(line)
+		if m := marker.FindStringSubmatch(line); m != nil {
+			rc, _ = strconv.Atoi(m[1])
+		}
+	}
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("the VM did not power off within %s", limit)
+	}
+	if err != nil {
+		t.Fatalf("qemu: %v\n%s", err, stderr.Bytes())
+	}
+	if rc < 0 {
+		t.Fatalf("the guest powered off without a result marker\n%s", stderr.Bytes())
+	}
+	return rc
+}
