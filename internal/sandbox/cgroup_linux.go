@@ -481,8 +481,16 @@ type cg2Run struct {
 	fd  int
 }
 
-func (r *cg2Run) addProc(int) error { return nil }
-func (r *cg2Run) cgroupFD() int     { return r.fd }
+// addProc moves a process that was not cloned into the cgroup (a warm
+// child forked by its template) in: on v2 a write of its pid, as seen
+// from this pid namespace, to cgroup.procs. Memory the process already
+// touched stays charged where it was; what it allocates from now on, its
+// threads and its children are the new cgroup's.
+func (r *cg2Run) addProc(pid int) error {
+	return os.WriteFile(filepath.Join(r.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+}
+
+func (r *cg2Run) cgroupFD() int { return r.fd }
 
 func (r *cg2Run) cpuUsage() (time.Duration, error) {
 	kv, err := readKV(filepath.Join(r.dir, "cpu.stat"))
@@ -514,12 +522,14 @@ func (r *cg2Run) empty() error {
 
 func (r *cg2Run) recycle() error { return r.destroy() }
 
+// destroy removes the cgroup; one already gone (a purge of the whole tree
+// on Close got there first) is no error.
 func (r *cg2Run) destroy() error {
 	if r.fd >= 0 {
 		unix.Close(r.fd)
 		r.fd = -1
 	}
-	return r.m.Delete()
+	return rmdirRetry(r.dir)
 }
 
 // ---- helpers ----
