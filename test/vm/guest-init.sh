@@ -6,7 +6,7 @@
 # It must not know what the tests check: the host parses the markers.
 bb=/vm/busybox
 export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
-export HOME=/root LANG=C.UTF-8 CI="${CI:-}"
+export HOME=/root LANG=C.UTF-8 CI="${CI:-}" CODEEXEC_VM_GUEST=1
 
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
@@ -29,14 +29,23 @@ echo "VM: booted in $(cut -d' ' -f1 /proc/uptime) s"
 
 set -f # the -test.run patterns are not globs
 rc=0
-while read -r bin args; do
-	[ -n "$bin" ] || continue
-	echo "VM: run $bin $args"
+# Each line: [NAME=VALUE ...] BINARY ARGS...
+while read -r line; do
+	# shellcheck disable=SC2086 # a word list on purpose
+	set -- $line
+	envs=()
+	while [ $# -gt 0 ] && [[ $1 == *=* ]]; do
+		envs+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] || continue
+	bin=$1
+	shift
+	echo "VM: run $line"
 	start=$(cut -d' ' -f1 /proc/uptime)
-	# shellcheck disable=SC2086 # args is a word list on purpose
-	(cd "$(dirname "/vm/bin/$bin")" && "/vm/bin/$bin" $args 2>&1)
+	(cd /tmp && env "${envs[@]}" "/vm/bin/$bin" "$@" 2>&1)
 	r=$?
-	echo "VM: $bin exit $r after $(cut -d' ' -f1 /proc/uptime) s (started at $start s)"
+	echo "VM: $bin exit $r at $(cut -d' ' -f1 /proc/uptime) s (started at $start s)"
 	[ $r -eq 0 ] || rc=$r
 done </vm/tests
 
