@@ -211,6 +211,32 @@ func TestCgroupV2ColdCPUTime(t *testing.T) {
 	}
 }
 
+// TestCgroupV2ColdPids: forking stops at the run's pids.max.
+func TestCgroupV2ColdPids(t *testing.T) {
+	requireV2(t)
+	s := sb(t)
+	r := run(t, s, Spec{Limits: Limits{Pids: 32, WallTime: 2 * time.Minute}, Steps: py(forkLoop)})
+	wantStatus(t, r, StatusOK)
+	f := strings.Fields(r.Stdout)
+	if n, _ := strconv.Atoi(f[0]); len(f) != 2 || f[1] != "EAGAIN" || n < 10 || n > 32+initThreads {
+		t.Fatalf("fork loop under pids 32: %q", r.Stdout)
+	}
+}
+
+// forkLoop forks sleeping children until fork fails, then prints how
+// many it made and the error.
+const forkLoop = `
+import os, errno, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30); os._exit(0)
+        n += 1
+except OSError as e:
+    print(n, errno.errorcode[e.errno])
+`
+
 // TestCgroupV2SampledPeak runs the fallback of kernels without
 // memory.peak (< 5.19) on this one: the peak is the highest
 // memory.current the CPU poll saw.
@@ -288,17 +314,7 @@ func TestCgroupV2Warm(t *testing.T) {
 	}
 
 	// A fork bomb meets the run's pids.max, not the template's.
-	r = run(t, s, warmSpec(`
-import os, errno, time
-n = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(30); os._exit(0)
-        n += 1
-except OSError as e:
-    print(n, errno.errorcode[e.errno])
-`))
+	r = run(t, s, warmSpec(forkLoop))
 	wantStatus(t, r, StatusOK)
 	f := strings.Fields(r.Stdout)
 	if n, _ := strconv.Atoi(f[0]); len(f) != 2 || f[1] != "EAGAIN" || n < 32 || n >= 64 {

@@ -100,7 +100,9 @@ func TestGuestEntrypoint(t *testing.T) {
 	guestOnly(t)
 	port := freePort(t)
 	cmd := container(t, "ctr-entrypoint", "exec "+guestEntrypoint+" serve",
-		"CODEEXEC_PORT="+port, "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_RUN_DIR="+t.TempDir())
+		// No warm pool: it takes minutes to start under TCG, and the warm
+		// path's cgroups have tests of their own.
+		"CODEEXEC_PORT="+port, "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_POOL_PYTHON=0", "CODEEXEC_RUN_DIR="+t.TempDir())
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -165,7 +167,7 @@ func TestGuestEntrypoint(t *testing.T) {
 func TestGuestServeRefusesUndelegated(t *testing.T) {
 	guestOnly(t)
 	cmd := container(t, "ctr-bare", busybox+" mount -o remount,rw /sys/fs/cgroup && exec "+guestServer+" serve",
-		"CODEEXEC_PORT="+freePort(t), "CODEEXEC_RUN_DIR="+t.TempDir())
+		"CODEEXEC_PORT="+freePort(t), "CODEEXEC_POOL_PYTHON=0", "CODEEXEC_RUN_DIR="+t.TempDir())
 	done := make(chan struct{})
 	var out []byte
 	var err error

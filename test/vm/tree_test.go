@@ -15,11 +15,12 @@ import (
 )
 
 // guestPackages are the Debian packages whose installed files the guest
-// gets from this host: bash and coreutils for the tests' shell steps,
-// mount for the image's entrypoint, Python for py runs and the warm templates, util-linux's prlimit, and the
-// C compiler the warm pool builds its helper with.
+// gets from this host: bash, coreutils, grep, sed and the C.UTF-8 locale
+// for the tests' shell steps, mount for the image's entrypoint, Python for
+// py runs and the warm templates, util-linux's prlimit, and the C
+// compiler the warm pool builds its helper with.
 var guestPackages = []string{
-	"bash", "coreutils", "util-linux", "mount",
+	"bash", "dash", "coreutils", "util-linux", "mount", "grep", "sed", "findutils", "libc-bin",
 	"python3-minimal", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
 	"gcc", "gcc-12", "cpp-12", "libgcc-12-dev", "binutils", "binutils-x86-64-linux-gnu",
 	"libc6", "libc6-dev", "linux-libc-dev", "libcrypt-dev",
