@@ -254,7 +254,7 @@ func TestCgroupV2SampledPeak(t *testing.T) {
 		os.RemoveAll(testRunDir + "-sampled")
 	}()
 	s.cg.(*cg2Tree).samplePeak = true
-	if d := fmt.Sprint(s.Describe()["cgroup"]); !strings.Contains(d, "memory.current sampled") {
+	if d := fmt.Sprint(s.Describe()["cgroup"]); !strings.Contains(d, "memory.current sampled") || !strings.Contains(d, "memory pids") {
 		t.Errorf("describe: %s", d)
 	}
 	// 64 MiB held for a few polls.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -501,7 +502,9 @@ func subset(want, have []string) bool {
 }
 
 func (t *cg2Tree) describe() map[string]any {
-	b, _ := os.ReadFile(filepath.Join(cgroupRoot, t.base, "cgroup.subtree_control"))
+	// What the instance's cgroup (made and removed with its runs) may
+	// hand to them: its parent's delegation.
+	b, _ := os.ReadFile(filepath.Join(cgroupRoot, path.Dir(t.base), "cgroup.subtree_control"))
 	peak := "memory.peak"
 	if t.samplePeak {
 		peak = "memory.current sampled every " + cpuPoll.String() + " (no memory.peak before Linux 5.19)"

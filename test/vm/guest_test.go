@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,15 +45,16 @@ func container(t *testing.T, name, script string, env ...string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	inner := busybox + " umount /sys/fs/cgroup && " + busybox + " mount -t cgroup2 -o ro cgroup2 /sys/fs/cgroup && " + script
-	cmd := exec.Command("/bin/sh", "-c", `echo $$ > `+ctr+`/cgroup.procs && exec unshare --cgroup --mount --propagation private --fork /bin/sh -c "$0"`, inner)
+	// Like runc: the container's first process alone in its cgroup
+	// (unshare without --fork leaves no parent behind).
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > `+ctr+`/cgroup.procs && exec unshare --cgroup --mount --propagation private /bin/sh -c "$0"`, inner)
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "CODEEXEC_API_KEY=k", "CODEEXEC_STORAGE_DIR=" + t.TempDir(),
 		"CODEEXEC_ENTRYPOINT_PROC=0"}, env...)
 	t.Cleanup(func() {
 		// Everything of the container, then its cgroups, leaves first.
 		_ = os.WriteFile(filepath.Join(ctr, "cgroup.kill"), []byte("1"), 0)
-		if cmd.Process != nil {
-			_, _ = cmd.Process.Wait()
-		}
+		// (The tests wait for cmd themselves; the rmdirs below wait
+		// for the cgroups to empty.)
 		var dirs []string
 		_ = filepath.WalkDir(ctr, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -66,6 +69,63 @@ func container(t *testing.T, name, script string, env ...string) *exec.Cmd {
 		}
 	})
 	return cmd
+}
+
+// lockedBuffer is a bytes.Buffer that a process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// client bounds every request: under TCG a run takes seconds, never minutes.
+var client = &http.Client{Timeout: 3 * time.Minute}
+
+// cgroupDump lists the cgroups under dir with their processes' names and
+// enabled controllers, for failure messages.
+func cgroupDump(dir string) string {
+	var b strings.Builder
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		sub, _ := os.ReadFile(filepath.Join(p, "cgroup.subtree_control"))
+		var comms []string
+		for _, pid := range strings.Fields(string(procs)) {
+			c, _ := os.ReadFile("/proc/" + pid + "/comm")
+			comms = append(comms, pid+":"+strings.TrimSpace(string(c)))
+		}
+		fmt.Fprintf(&b, "\n  %s procs=%v subtree_control=%q", p, comms, strings.TrimSpace(string(sub)))
+		return nil
+	})
+	return b.String()
+}
+
+// runDir makes a run directory whose ancestors the sandbox's unprivileged
+// init can traverse (t.TempDir's parent is 0700).
+func runDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "codeexec-run-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
 
 func freePort(t *testing.T) string {
@@ -83,9 +143,9 @@ func request(t *testing.T, method, url, body string) (int, []byte) {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("X-API-Key", "k")
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -102,22 +162,36 @@ func TestGuestEntrypoint(t *testing.T) {
 	cmd := container(t, "ctr-entrypoint", "exec "+guestEntrypoint+" serve",
 		// No warm pool: it takes minutes to start under TCG, and the warm
 		// path's cgroups have tests of their own.
-		"CODEEXEC_PORT="+port, "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_POOL_PYTHON=0", "CODEEXEC_RUN_DIR="+t.TempDir())
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+		"CODEEXEC_PORT="+port, "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_POOL_PYTHON=0", "CODEEXEC_RUN_DIR="+runDir(t))
+	logs := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	url := "http://127.0.0.1:" + port
 	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		if resp, err := http.Get(url + "/health"); err == nil {
+	poll := &http.Client{Timeout: 10 * time.Second}
+	for next := time.Now(); ; {
+		resp, err := poll.Get(url + "/health")
+		if err == nil {
 			resp.Body.Close()
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server behind the entrypoint did not start:\n%s", logs.String())
+		gone := false
+		select {
+		case <-exited:
+			gone = true
+		default:
+		}
+		if gone || time.Now().After(deadline) {
+			t.Fatalf("server behind the entrypoint did not start: %v\n%s\ncgroups: %s", err, logs.String(), cgroupDump("/sys/fs/cgroup/ctr-entrypoint"))
+		}
+		if time.Now().After(next) {
+			t.Logf("waiting for the server: %v", err)
+			next = time.Now().Add(20 * time.Second)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -134,7 +208,7 @@ func TestGuestEntrypoint(t *testing.T) {
 		t.Fatalf("health: %d %s", code, b)
 	}
 	t.Logf("health cgroup: %+v", h.Isolation.Cgroup)
-	if cg := h.Isolation.Cgroup; cg.Version != 2 || !strings.Contains(strings.Join(cg.Controllers, " "), "memory pids") {
+	if cg := h.Isolation.Cgroup; cg.Version != 2 || !slices.Contains(cg.Controllers, "memory") || !slices.Contains(cg.Controllers, "pids") || !slices.Contains(cg.Controllers, "cpu") {
 		t.Errorf("health reports cgroup %+v, want version 2 with cpu, memory and pids", cg)
 	}
 	if !strings.Contains(logs.String(), "cgroup v2: delegated") {
@@ -167,7 +241,7 @@ func TestGuestEntrypoint(t *testing.T) {
 func TestGuestServeRefusesUndelegated(t *testing.T) {
 	guestOnly(t)
 	cmd := container(t, "ctr-bare", busybox+" mount -o remount,rw /sys/fs/cgroup && exec "+guestServer+" serve",
-		"CODEEXEC_PORT="+freePort(t), "CODEEXEC_POOL_PYTHON=0", "CODEEXEC_RUN_DIR="+t.TempDir())
+		"CODEEXEC_PORT="+freePort(t), "CODEEXEC_POOL_PYTHON=0", "CODEEXEC_RUN_DIR="+runDir(t))
 	done := make(chan struct{})
 	var out []byte
 	var err error
