@@ -153,19 +153,27 @@ func repoRoot(t *testing.T) string {
 func fetchKernel(t *testing.T, cache string) string {
 	t.Helper()
 	dir := filepath.Join(cache, "kernel")
-	out, err := exec.Command("apt-cache", "depends", "linux-image-cloud-amd64").Output()
-	pkg := ""
-	if err == nil {
-		if m := regexp.MustCompile(`Depends: (linux-image-[0-9][^\s]*-cloud-amd64)`).FindSubmatch(out); m != nil {
-			pkg = string(m[1])
+	resolve := func() (string, error) {
+		out, err := exec.Command("apt-cache", "depends", "linux-image-cloud-amd64").Output()
+		if m := regexp.MustCompile(`Depends: (linux-image-[0-9][^\s]*-cloud-amd64)`).FindSubmatch(out); err == nil && m != nil {
+			return string(m[1]), nil
 		}
+		return "", fmt.Errorf("apt-cache depends linux-image-cloud-amd64: %v", err)
+	}
+	pkg, err := resolve()
+	if err != nil {
+		// A host whose package lists were never fetched (or were cleaned).
+		if out, uerr := exec.Command("apt-get", "update", "-qq").CombinedOutput(); uerr != nil {
+			t.Logf("apt-get update: %v\n%s", uerr, out)
+		}
+		pkg, err = resolve()
 	}
 	if pkg == "" {
 		// No package index (offline): whatever kernel is cached.
 		if ks, _ := filepath.Glob(filepath.Join(dir, "*", "boot", "vmlinuz-*")); len(ks) > 0 {
 			return ks[len(ks)-1]
 		}
-		t.Fatalf("cannot resolve linux-image-cloud-amd64 (apt-cache: %v; run apt-get update)", err)
+		t.Fatalf("cannot resolve linux-image-cloud-amd64: %v", err)
 	}
 	pdir := filepath.Join(dir, pkg)
 	if ks, _ := filepath.Glob(filepath.Join(pdir, "boot", "vmlinuz-*")); len(ks) == 1 {
