@@ -4,12 +4,14 @@ package doctor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -180,10 +182,42 @@ func cgroups() Check {
 			c.Detail += " (not writable)"
 		}
 	case v2 != "":
+		dir := strings.Fields(v2)[0]
 		c.Detail = "v2: " + v2
-		c.OK = writable(strings.Fields(v2)[0])
+		c.OK = writable(dir)
 		if !c.OK {
 			c.Detail += " (not writable)"
+			break
+		}
+		// Every run needs memory, pids and cpu in its cgroup: they must be
+		// offered here and enabled for sub-cgroups (or enable-able: a
+		// cgroup with processes of its own cannot, under v2's rules).
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		sub, _ := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+		procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		self, _ := os.ReadFile("/proc/self/cgroup")
+		have, enabled := strings.Fields(string(b)), strings.Fields(string(sub))
+		var missing, off []string
+		for _, want := range []string{"memory", "pids", "cpu"} {
+			if !slices.Contains(have, want) {
+				missing = append(missing, want)
+			} else if !slices.Contains(enabled, want) {
+				off = append(off, want)
+			}
+		}
+		c.Detail += "; enabled for sub-cgroups: " + strings.Join(enabled, " ")
+		// The real root may have processes and still delegate; a
+		// container's (namespace) root may not.
+		atNSRoot := strings.TrimSpace(string(self)) == "0::/"
+		switch {
+		case len(missing) > 0:
+			c.OK = false
+			c.Detail += "; not delegated here: " + strings.Join(missing, " ")
+			c.Fix = "delegate memory, pids and cpu to codeexec's cgroup: systemd Delegate=yes on its unit; Docker: cgroupns=private with the image's entrypoint"
+		case len(off) > 0 && atNSRoot && len(bytes.TrimSpace(procs)) > 0:
+			c.OK = false
+			c.Detail += "; " + strings.Join(off, " ") + " cannot be enabled: this cgroup has processes"
+			c.Fix = "move the processes of " + dir + " into a leaf (mkdir " + dir + "/init, write each pid into init/cgroup.procs), then echo '+memory +pids +cpu' > " + dir + "/cgroup.subtree_control; the image's entrypoint does this"
 		}
 	default:
 		c.Detail = "no memory/pids controllers mounted"

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,7 +74,16 @@ func newCgroupTree(parent string, instance int) (cgroupTree, error) {
 	base := "/" + strings.Trim(parent, "/") + "/" + strconv.Itoa(instance)
 	switch cgroups.Mode() {
 	case cgroups.Unified:
-		return &cg2Tree{base: base}, nil
+		t := &cg2Tree{base: base}
+		if err := t.delegate(); err != nil {
+			return nil, err
+		}
+		_, err := os.Stat(filepath.Join(cgroupRoot, "memory.peak"))
+		if err != nil { // the root has none: look at a child's
+			_, err = os.Stat(filepath.Join(cgroupRoot, strings.Trim(parent, "/"), "memory.peak"))
+		}
+		t.samplePeak = err != nil
+		return t, nil
 	case cgroups.Legacy, cgroups.Hybrid:
 		t := &cg1Tree{base: base}
 		for _, c := range []string{"memory", "pids", "cpu", "cpuacct"} {
@@ -416,11 +427,90 @@ func (r *cg1Run) destroy() error {
 // migration cost entirely.
 type cg2Tree struct {
 	base string
+	// samplePeak: no memory.peak (Linux < 5.19); a run's peak is then the
+	// highest memory.current seen by the parent's CPU poll (every
+	// cpuPoll), a lower bound of the real one.
+	samplePeak bool
+}
+
+// cg2Needed are the controllers every run's cgroup must have; io is
+// enabled too where the host offers it, not required.
+var cg2Needed = []string{"memory", "pids", "cpu"}
+
+// delegate enables the controllers runs need in every cgroup from the
+// root of the mount down to the instance's, and says how to fix the host
+// when it cannot: a v2 host (or container) that keeps memory or pids to
+// itself would have every run unlimited.
+func (t *cg2Tree) delegate() error {
+	dir := cgroupRoot
+	parts := strings.Split(strings.Trim(t.base, "/"), "/")
+	for i := 0; i <= len(parts); i++ {
+		if i > 0 {
+			dir = filepath.Join(dir, parts[i-1])
+			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+				return fmt.Errorf("cgroup v2: cannot create %s (%w): mount /sys/fs/cgroup read-write (in a container: CAP_SYS_ADMIN, cgroupns=private and the image's entrypoint)", dir, err)
+			}
+		}
+		if i == len(parts) {
+			break
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		if err != nil {
+			return fmt.Errorf("cgroup v2: %w", err)
+		}
+		have := strings.Fields(string(b))
+		var missing []string
+		for _, c := range cg2Needed {
+			if !slices.Contains(have, c) {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("cgroup v2: the %s controller(s) are not delegated to %s (it has: %s); "+
+				"delegate them to codeexec's cgroup: with systemd, Delegate=yes on codeexec's unit; in Docker, run the image with cgroupns=private (its entrypoint delegates); "+
+				"by hand, echo '+memory +pids +cpu' into cgroup.subtree_control of each cgroup above it",
+				strings.Join(missing, ", "), dir, strings.Join(have, " "))
+		}
+		enable := []string{"+memory", "+pids", "+cpu"}
+		if slices.Contains(have, "io") {
+			enable = append(enable, "+io")
+		}
+		sub := filepath.Join(dir, "cgroup.subtree_control")
+		if cur, err := os.ReadFile(sub); err == nil && subset(cg2Needed, strings.Fields(string(cur))) {
+			continue
+		}
+		if err := os.WriteFile(sub, []byte(strings.Join(enable, " ")), 0); err != nil {
+			hint := "mount /sys/fs/cgroup read-write"
+			if errors.Is(err, syscall.EBUSY) {
+				hint = "this cgroup has processes of its own, which cgroup v2 forbids alongside sub-cgroups with controllers: move them into a leaf first " +
+					"(mkdir " + filepath.Join(dir, "init") + " and write each pid of its cgroup.procs into init/cgroup.procs; the image's entrypoint does this)"
+			}
+			return fmt.Errorf("cgroup v2: cannot enable %s for the sub-cgroups of %s (%w): %s", strings.Join(enable, " "), dir, err, hint)
+		}
+	}
+	return nil
+}
+
+// subset reports whether every element of want is in have.
+func subset(want, have []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 func (t *cg2Tree) describe() map[string]any {
+	// What the instance's cgroup (made and removed with its runs) may
+	// hand to them: its parent's delegation.
+	b, _ := os.ReadFile(filepath.Join(cgroupRoot, path.Dir(t.base), "cgroup.subtree_control"))
+	peak := "memory.peak"
+	if t.samplePeak {
+		peak = "memory.current sampled every " + cpuPoll.String() + " (no memory.peak before Linux 5.19)"
+	}
 	return map[string]any{"version": 2, "path": t.base,
-		"controllers": []string{"memory", "pids", "cpu"}}
+		"controllers": strings.Fields(string(b)), "memory_peak": peak}
 }
 
 func (t *cg2Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
@@ -447,7 +537,7 @@ func (t *cg2Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
 		_ = m.Delete()
 		return nil, err
 	}
-	return &cg2Run{m: m, dir: dir, fd: fd}, nil
+	return &cg2Run{m: m, dir: dir, fd: fd, samplePeak: t.samplePeak}, nil
 }
 
 func (t *cg2Tree) purge() error {
@@ -479,14 +569,39 @@ type cg2Run struct {
 	m   *cgroup2.Manager
 	dir string
 	fd  int
+
+	samplePeak bool         // see cg2Tree
+	sampled    atomic.Int64 // highest memory.current seen, when samplePeak
 }
 
-func (r *cg2Run) addProc(int) error { return nil }
-func (r *cg2Run) cgroupFD() int     { return r.fd }
+// addProc moves a process that was not cloned into the cgroup (a warm
+// child forked by its template) in: on v2 a write of its pid, as seen
+// from this pid namespace, to cgroup.procs. Memory the process already
+// touched stays charged where it was; what it allocates from now on, its
+// threads and its children are the new cgroup's.
+func (r *cg2Run) addProc(pid int) error {
+	return os.WriteFile(filepath.Join(r.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+}
+
+func (r *cg2Run) cgroupFD() int { return r.fd }
 
 func (r *cg2Run) cpuUsage() (time.Duration, error) {
+	if r.samplePeak {
+		r.samplePeakNow()
+	}
 	kv, err := readKV(filepath.Join(r.dir, "cpu.stat"))
 	return time.Duration(kv["usage_usec"]) * time.Microsecond, err
+}
+
+func (r *cg2Run) samplePeakNow() {
+	if cur, err := readUintFile(filepath.Join(r.dir, "memory.current")); err == nil {
+		for {
+			old := r.sampled.Load()
+			if int64(cur) <= old || r.sampled.CompareAndSwap(old, int64(cur)) {
+				break
+			}
+		}
+	}
 }
 
 func (r *cg2Run) stats() (cgroupStats, error) {
@@ -495,8 +610,10 @@ func (r *cg2Run) stats() (cgroupStats, error) {
 	if s.cpu, err = r.cpuUsage(); err != nil {
 		return s, err
 	}
-	// memory.peak needs Linux 5.19; older kernels report no peak.
-	if peak, err := readUintFile(filepath.Join(r.dir, "memory.peak")); err == nil {
+	if r.samplePeak { // Linux < 5.19
+		r.samplePeakNow()
+		s.memPeak = r.sampled.Load()
+	} else if peak, err := readUintFile(filepath.Join(r.dir, "memory.peak")); err == nil {
 		s.memPeak = int64(peak)
 	}
 	kv, err := readKV(filepath.Join(r.dir, "memory.events"))
@@ -514,12 +631,14 @@ func (r *cg2Run) empty() error {
 
 func (r *cg2Run) recycle() error { return r.destroy() }
 
+// destroy removes the cgroup; one already gone (a purge of the whole tree
+// on Close got there first) is no error.
 func (r *cg2Run) destroy() error {
 	if r.fd >= 0 {
 		unix.Close(r.fd)
 		r.fd = -1
 	}
-	return r.m.Delete()
+	return rmdirRetry(r.dir)
 }
 
 // ---- helpers ----
