@@ -95,7 +95,7 @@ func TestCgroupV2VM(t *testing.T) {
 			if !ci {
 				t.Skipf("%s missing (make deps installs it)", bin)
 			}
-			t.Fatalf("%s missing: scripts/packages.txt lists qemu-system-x86", bin)
+			t.Fatalf("%s missing: scripts/packages-test.txt lists qemu-system-x86 (make test-deps)", bin)
 		}
 	}
 	var tests []guestTest
@@ -239,7 +239,7 @@ func buildInitrd(t *testing.T, root, out string, tests []guestTest) {
 	}
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Fatalf("busybox missing: scripts/packages.txt lists busybox-static")
+		t.Fatalf("busybox missing: scripts/packages-test.txt lists busybox-static (make test-deps)")
 	}
 	tree.addFile("/vm/busybox", bb, 0o755)
 	tree.addData("/init", []byte(initramfsInit), 0o755)
