@@ -147,8 +147,14 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, sandbox.MaxSlots), RootFS: cfg.RootFS, Logger: log,
 		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase,
 	}
+	budget, err := memoryBudget(cfg, log)
+	if err != nil {
+		return err
+	}
+	registerBudget(mets.Registry, budget)
 	if cfg.Sandbox != "gvisor" {
 		lc.Warm = warmConfig(cfg, lc.Slots)
+		lc.Warm.Python = fitWarmPool(budget, cfg, lc.Warm.Python, log)
 	}
 	box, err := newSandbox(cfg.Sandbox, lc)
 	if err != nil {
@@ -193,8 +199,11 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 
 	var live *runtime.Manager
 	if cfg.MaxRuntimeSessions > 0 {
-		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions, Log: log})
+		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions, Log: log,
+			Memory: budget, MemoryWait: cfg.QueueTimeout})
 		defer live.Close()
+		// An idle session is closed (its files are kept) before a new run waits.
+		budget.SetEvictor(live.EvictIdle)
 		mets.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "codeexec_runtime_sessions_live", Help: "Live stateful sessions.",
 		}, func() float64 { return float64(live.Len()) }))
@@ -207,8 +216,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Limits:     api.Limits{MaxUploadBytes: cfg.MaxUploadMB << 20},
 		SessionTTL: cfg.SessionTTL,
 		Admission:  adm,
-		Rates:      api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
-		Metrics:    mets, MetricsRoute: cfg.MetricsAddr == "",
+		Budget:     budget, MemoryWait: cfg.QueueTimeout,
+		Rates:   api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
+		Metrics: mets, MetricsRoute: cfg.MetricsAddr == "",
 		Runtime: live,
 	})
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
@@ -231,6 +241,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
+		}
+		if host, _, _ := net.SplitHostPort(cfg.MetricsAddr); host == "" || net.ParseIP(host).IsUnspecified() {
+			log.Warn("CODEEXEC_METRICS_ADDR listens on every interface and /metrics there has no authentication; bind it to a private address (e.g. 127.0.0.1:9090) or keep the port off public networks", "addr", cfg.MetricsAddr)
 		}
 		msrv = &http.Server{Handler: mets.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go msrv.Serve(mln)

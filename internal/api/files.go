@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"github.com/codeexec/codeexec/internal/admission"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -21,6 +22,19 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	h := map[string]any{"status": "ok", "isolation": s.Box.Describe()}
 	if s.Runtime != nil {
 		h["runtime_sessions"] = s.Runtime.Len()
+	}
+	if s.Budget != nil {
+		st := s.Budget.Stats()
+		h["memory_budget"] = map[string]any{
+			"total_bytes": st.Total, "reserve_bytes": st.Reserve, "available_bytes": st.Available,
+			"used_bytes": st.Used, "executions_bytes": st.Held[admission.KindExec],
+			"sessions_bytes": st.Held[admission.KindSession], "warm_bytes": st.Held[admission.KindWarm],
+		}
+	}
+	// Liveness: /health stays 200 while draining (the process is fine and
+	// finishing its work); /ready is what turns 503.
+	if s.draining.Load() {
+		h["draining"] = true
 	}
 	writeJSON(w, http.StatusOK, h)
 }

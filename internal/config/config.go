@@ -5,7 +5,6 @@ package config
 import (
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -49,6 +48,10 @@ type Config struct {
 	RuntimeIdle         time.Duration
 	MaxRuntimeSessions  int
 	ShutdownGrace       time.Duration
+	// MemoryBudgetMB is the server's whole memory (0: its cgroup's limit,
+	// else the machine's); MemoryReserveMB of it stay with the server.
+	MemoryBudgetMB  int64
+	MemoryReserveMB int64
 
 	// Storage.
 	StorageBackend string // local, s3, gcs
@@ -65,8 +68,10 @@ type Config struct {
 	RunDir        string
 	UIDBase       uint32 // 0: the sandbox's default
 	RootFS        string
-	// PoolPython is the number of warm Python templates (0: no warm pool).
-	PoolPython int
+	// PoolPython is the number of warm Python templates (0: no warm pool);
+	// PoolDefault is set when it was not configured.
+	PoolPython  int
+	PoolDefault bool
 	// CompileCacheMB bounds the compiled-program cache (0: no cache).
 	CompileCacheMB int64
 
@@ -105,7 +110,7 @@ type setting struct {
 var settings = []setting{
 	{name: "CODEEXEC_PORT", def: "8080", help: "listen port (else PORT, else 8080)", aliases: []string{"PORT"}},
 	{name: "CODEEXEC_API_KEY", def: "", help: "API key(s), comma-separated; sent as X-API-Key, Bearer or Basic", aliases: []string{"CODE_API_KEY"}},
-	{name: "CODEEXEC_AUTH", def: "", help: "set to 'none' to serve without credentials (private networks only)"},
+	{name: "CODEEXEC_AUTH", def: "", help: "none: serve without credentials (private networks only; a warning is logged); any other value is refused at start"},
 	{name: "CODEEXEC_JWT_PUBLIC_KEY", def: "", help: "PEM public key (Ed25519 or RSA) verifying LibreChat's JWTs (aud=codeapi, iss=librechat)"},
 	{name: "CODEEXEC_JWT_SECRET", def: "", help: "HS256 secret verifying JWTs"},
 	{name: "CODEEXEC_JWT_AUDIENCE", def: "codeapi", help: "required JWT audience"},
@@ -129,6 +134,8 @@ var settings = []setting{
 	{name: "CODEEXEC_RATE_LIMIT_DOWNLOAD", def: "", help: "downloads per caller, e.g. 60/1m (default: no limit)"},
 	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics (e.g. :9090); unset: /metrics on the main port, behind the API key"},
 	{name: "CODEEXEC_SHUTDOWN_GRACE_SECONDS", def: "30", help: "on SIGTERM, how long in-flight executions may finish before they are killed"},
+	{name: "CODEEXEC_MEMORY_BUDGET_MB", def: "", help: "memory of the whole server: executions, live stateful sessions and warm templates are admitted so that their limits never add up to more (default: the limit of the server's cgroup, else the machine's memory)"},
+	{name: "CODEEXEC_MEMORY_RESERVE_MB", def: "256", help: "part of the memory budget kept for the server itself (heap, uploads, files it stages for runs)"},
 	{name: "CODEEXEC_MAX_RUNTIME_SESSIONS", def: "8", help: "live stateful Python sessions (least recently used evicted beyond); 0 turns the stateful profile off"},
 	{name: "CODEEXEC_RUNTIME_IDLE_SECONDS", def: "1200", help: "a stateful session unused this long is closed (its files stay)"},
 	{name: "CODEEXEC_STORAGE_BACKEND", def: "local", help: "local, s3 or gcs"},
@@ -140,7 +147,7 @@ var settings = []setting{
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
 	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even without usable cgroups (limits fall back to rlimits; /health says degraded)"},
 	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native (Linux namespaces) or gvisor (runsc, a user-space kernel)"},
-	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm sandboxes: Python with numpy, pandas and matplotlib imported, ~150 MB each, which also spawn every other single-step run (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
+	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm sandboxes: Python with numpy, pandas and matplotlib imported, ~150 MB each, which also spawn every other single-step run (default: CODEEXEC_MAX_CONCURRENCY; the pool is shrunk at start, with a log line, to fit the memory budget; 0 disables)"},
 	{name: "CODEEXEC_COMPILE_CACHE_MB", def: "256", help: "size of the cache of compiled programs (same source and toolchain: compiled once), under CODEEXEC_RUN_DIR; 0 disables"},
 	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
 	{name: "CODEEXEC_UID_BASE", def: "", help: "first host uid of the sandboxes' uid ranges (default 0x70000000); give each container on one host its own, 0x4000000 apart"},
@@ -185,12 +192,12 @@ func Load(getenv func(string) string) (*Config, error) {
 			c.APIKeys = append(c.APIKeys, k)
 		}
 	}
-	switch a := strings.ToLower(v["CODEEXEC_AUTH"]); a {
-	case "", "key", "apikey", "api-key", "jwt":
+	switch a := v["CODEEXEC_AUTH"]; a {
+	case "":
 	case "none":
 		c.AuthNone = true
 	default:
-		return nil, fmt.Errorf("CODEEXEC_AUTH: unknown mode %q (want none, or leave unset)", a)
+		return nil, fmt.Errorf("CODEEXEC_AUTH: unknown value %q: the only value is none (serve without credentials); leave it unset to require an API key or a JWT", a)
 	}
 
 	var errs []string
@@ -233,7 +240,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		small("CODEEXEC_MAX_CONCURRENCY", &c.MaxConcurrency, 1)
 	}
 	if v["CODEEXEC_POOL_PYTHON"] == "" {
-		c.PoolPython = defaultPoolSize(c.MaxConcurrency)
+		c.PoolPython, c.PoolDefault = c.MaxConcurrency, true
 	} else {
 		small("CODEEXEC_POOL_PYTHON", &c.PoolPython, 0)
 	}
@@ -259,6 +266,10 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 		c.UIDBase = uint32(n)
 	}
+	if v["CODEEXEC_MEMORY_BUDGET_MB"] != "" {
+		num("CODEEXEC_MEMORY_BUDGET_MB", &c.MemoryBudgetMB, 64)
+	}
+	num("CODEEXEC_MEMORY_RESERVE_MB", &c.MemoryReserveMB, 0)
 	small("CODEEXEC_MAX_RUNTIME_SESSIONS", &c.MaxRuntimeSessions, 0)
 	small("CODEEXEC_RUNTIME_IDLE_SECONDS", &secs, 1)
 	c.RuntimeIdle = time.Duration(secs) * time.Second
@@ -311,23 +322,4 @@ func PrintHelp(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, def, s.help)
 	}
 	tw.Flush()
-}
-
-// defaultPoolSize is one warm Python template per concurrent execution,
-// fewer when the host's available memory would not hold them with room to
-// spare (a template is ~150 MB; at most a quarter of MemAvailable).
-func defaultPoolSize(concurrency int) int {
-	n := concurrency
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return n
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				n = min(n, int(kb/4/(150<<10)))
-			}
-		}
-	}
-	return max(n, 0)
 }
