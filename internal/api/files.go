@@ -40,6 +40,21 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	// The catch-all matches every method, so the mux never answers 405
+	// itself: a known path asked with another method gets it here.
+	var allow []string
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := s.mux.Handler(r2); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method "+truncateString(r.Method, 20)+" not allowed on "+truncateString(r.URL.Path, 200)+"; allowed: "+strings.Join(allow, ", "))
+		return
+	}
 	writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateString(r.URL.Path, 200))
 }
 

@@ -153,6 +153,11 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			rh.auth = p.Method
 		}
 		if err != nil {
+			var te *auth.TokenError
+			if errors.As(err, &te) {
+				writeError(w, http.StatusUnauthorized, "Unauthorized: "+te.Error())
+				return
+			}
 			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
 			return
 		}
