@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		for _, a := range args[2:] {
 			if a == "-h" || a == "--help" || a == "help" {
+				if slices.Contains(args[2:], "--markdown") { // the README's table
+					config.PrintMarkdown(stdout)
+					return nil
+				}
 				fmt.Fprint(stdout, "codeexec serve: settings, read from the environment:\n\n")
 				config.PrintHelp(stdout)
 				return nil

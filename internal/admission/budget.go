@@ -190,9 +190,14 @@ func CgroupMemoryLimit(root, procSelf string) (limit int64, source string, err e
 			}
 		} else {
 			// v2: walk up to the mount's root; the lowest memory.max binds.
-			for d := filepath.Dir(filepath.Dir(f)); strings.HasPrefix(d, root) && d != root; d = filepath.Dir(d) {
+			// (In a private cgroup namespace the mount's root is the
+			// container's cgroup, which has a memory.max of its own.)
+			for d := filepath.Dir(filepath.Dir(f)); strings.HasPrefix(d, root); d = filepath.Dir(d) {
 				if m, ok, _ := readLimit(filepath.Join(d, "memory.max")); ok && m > 0 && (n == 0 || m < n) {
 					n = m
+				}
+				if d == root || d == filepath.Join(root, "unified") {
+					break
 				}
 			}
 		}

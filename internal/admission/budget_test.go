@@ -119,6 +119,8 @@ func TestCgroupMemoryLimit(t *testing.T) {
 			"pod/ctr/memory.max": "2147483648\n", "pod/memory.max": "max\n"}, 2147483648},
 		{"v2 parent lower", "0::/pod/ctr\n", map[string]string{
 			"pod/ctr/memory.max": "max\n", "pod/memory.max": "1073741824\n"}, 1073741824},
+		{"v2 namespaced, server in init", "0::/init\n", map[string]string{
+			"init/memory.max": "max\n", "memory.max": "5368709120\n"}, 5368709120},
 		{"none", "0::/\n", nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -109,9 +109,9 @@ type setting struct {
 
 var settings = []setting{
 	{name: "CODEEXEC_PORT", def: "8080", help: "listen port (else PORT, else 8080)", aliases: []string{"PORT"}},
-	{name: "CODEEXEC_API_KEY", def: "", help: "API key(s), comma-separated; sent as X-API-Key, Bearer or Basic", aliases: []string{"CODE_API_KEY"}},
+	{name: "CODEEXEC_API_KEY", def: "", help: "API key(s), comma-separated; accepted as X-API-Key, Authorization: Bearer or HTTP Basic (http://KEY@host), compared in constant time (with no credential configured one is generated and printed at start)", aliases: []string{"CODE_API_KEY"}},
 	{name: "CODEEXEC_AUTH", def: "", help: "none: serve without credentials (private networks only; a warning is logged); any other value is refused at start"},
-	{name: "CODEEXEC_JWT_PUBLIC_KEY", def: "", help: "PEM public key (Ed25519 or RSA) verifying LibreChat's JWTs (aud=codeapi, iss=librechat)"},
+	{name: "CODEEXEC_JWT_PUBLIC_KEY", def: "", help: "PEM public key (Ed25519 or RSA), or a path to one, verifying LibreChat's JWTs"},
 	{name: "CODEEXEC_JWT_SECRET", def: "", help: "HS256 secret verifying JWTs"},
 	{name: "CODEEXEC_JWT_AUDIENCE", def: "codeapi", help: "required JWT audience"},
 	{name: "CODEEXEC_JWT_ISSUER", def: "librechat", help: "required JWT issuer"},
@@ -132,7 +132,7 @@ var settings = []setting{
 	{name: "CODEEXEC_RATE_LIMIT_EXEC", def: "", help: "executions per caller, e.g. 20/30s (default: no limit)"},
 	{name: "CODEEXEC_RATE_LIMIT_UPLOAD", def: "", help: "uploads per caller, e.g. 30/5m (default: no limit)"},
 	{name: "CODEEXEC_RATE_LIMIT_DOWNLOAD", def: "", help: "downloads per caller, e.g. 60/1m (default: no limit)"},
-	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics (e.g. :9090); unset: /metrics on the main port, behind the API key"},
+	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics, without authentication (e.g. 127.0.0.1:9090; an address on every interface such as :9090 logs a warning); unset: /metrics on the main port, behind the API key"},
 	{name: "CODEEXEC_SHUTDOWN_GRACE_SECONDS", def: "30", help: "on SIGTERM, how long in-flight executions may finish before they are killed"},
 	{name: "CODEEXEC_MEMORY_BUDGET_MB", def: "", help: "memory of the whole server: executions, live stateful sessions and warm templates are admitted so that their limits never add up to more (default: the limit of the server's cgroup, else the machine's memory)"},
 	{name: "CODEEXEC_MEMORY_RESERVE_MB", def: "256", help: "part of the memory budget kept for the server itself (heap, uploads, files it stages for runs)"},
@@ -153,6 +153,9 @@ var settings = []setting{
 	{name: "CODEEXEC_UID_BASE", def: "", help: "first host uid of the sandboxes' uid ranges (default 0x70000000); give each container on one host its own, 0x4000000 apart"},
 	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
 	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+	// Read by the container image's entrypoint (infra/codeexec/entrypoint.sh), not the server.
+	{name: "CODEEXEC_ENTRYPOINT_PROC", def: "1", help: "container entrypoint: 0 keeps the runtime's masks over /proc (the sandbox then cannot mount its own /proc)"},
+	{name: "CODEEXEC_ENTRYPOINT_CGROUPS", def: "1", help: "container entrypoint: 0 leaves the container's cgroup mount read-only (no per-run cgroups unless the runtime delegates them)"},
 }
 
 // Load reads the configuration through getenv.
@@ -322,4 +325,22 @@ func PrintHelp(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, def, s.help)
 	}
 	tw.Flush()
+}
+
+// PrintMarkdown writes the same table as PrintHelp in Markdown: the
+// README's configuration table is this output (a test keeps them equal).
+func PrintMarkdown(w io.Writer) {
+	fmt.Fprintln(w, "| Variable | Default | Meaning |")
+	fmt.Fprintln(w, "|---|---|---|")
+	for _, s := range settings {
+		name := "`" + s.name + "`"
+		for _, a := range s.aliases {
+			name += " (`" + a + "`)"
+		}
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", name, def, strings.ReplaceAll(s.help, "|", "\\|"))
+	}
 }
