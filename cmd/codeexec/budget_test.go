@@ -239,6 +239,14 @@ func TestMemoryBudgetHolds(t *testing.T) {
 	if h.MemoryBudget.Warm != int64(templates/3)*warmSlotBytes || templates == 0 {
 		t.Fatalf("warm share %d for %d templates", h.MemoryBudget.Warm, templates)
 	}
+	// The default pool is one slot per concurrent run (8 here).
+	if !strings.Contains(serverLog(), `"msg":"warm pool shrunk to fit the memory budget","configured":8,"size":`+strconv.Itoa(templates/3)+",") {
+		t.Errorf("the pool was shrunk to %d slots without saying so", templates/3)
+	}
+	if code, b := request("GET", "/metrics", ""); code != 200 || !strings.Contains(string(b), "\ncodeexec_memory_budget_bytes "+strconv.FormatFloat(float64(h.MemoryBudget.Available), 'g', -1, 64)+"\n") ||
+		!strings.Contains(string(b), `codeexec_memory_budget_held_bytes{kind="warm"} `+strconv.FormatFloat(float64(h.MemoryBudget.Warm), 'g', -1, 64)) {
+		t.Errorf("/metrics lacks the budget: %d", code)
+	}
 	share := int64(256 << 20)
 	fits := int((h.MemoryBudget.Available - h.MemoryBudget.Warm) / share)
 	baseline := cg.value(t, "memory.usage_in_bytes", "")

@@ -149,3 +149,17 @@ func text(l lockedBuffer) string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestMetricsListenerOnEveryInterfaceWarns: /metrics there has no
+// authentication, so an address on every interface is logged.
+func TestMetricsListenerOnEveryInterfaceWarns(t *testing.T) {
+	const warning = `"msg":"CODEEXEC_METRICS_ADDR listens on every interface and /metrics there has no authentication`
+	open := startServer(t, "CODEEXEC_METRICS_ADDR=:"+freePort(t))
+	if !strings.Contains(open.log(), warning) {
+		t.Errorf("no warning for an every-interface metrics listener:\n%s", open.log())
+	}
+	private := startServer(t, "CODEEXEC_METRICS_ADDR=127.0.0.1:"+freePort(t))
+	if strings.Contains(private.log(), warning) {
+		t.Errorf("warning for a loopback metrics listener:\n%s", private.log())
+	}
+}

@@ -68,3 +68,18 @@ func TestJWTErrorsSayWhatIsWrong(t *testing.T) {
 	}
 	decode[[]languageOut](t, e.do("GET", "/languages", nil, "X-API-Key", "", "Authorization", "Bearer "+tok("s3cret", "codeapi")), http.StatusOK)
 }
+
+// TestHealthStaysUpWhileDraining: /health is liveness (200, draining
+// said), /ready and the API answer 503.
+func TestHealthStaysUpWhileDraining(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Config.Handler.(*Server).Drain()
+	h := decode[map[string]any](t, e.do("GET", "/health", nil), http.StatusOK)
+	if h["status"] != "ok" || h["draining"] != true {
+		t.Fatalf("health while draining: %v", h)
+	}
+	decode[map[string]string](t, e.do("GET", "/ready", nil), http.StatusServiceUnavailable)
+	if got := decode[map[string]string](t, e.do("POST", "/exec", nil), http.StatusServiceUnavailable); got["error"] != "Service is shutting down" {
+		t.Fatalf("exec while draining: %v", got)
+	}
+}
