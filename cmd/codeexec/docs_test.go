@@ -163,3 +163,14 @@ func TestMetricsListenerOnEveryInterfaceWarns(t *testing.T) {
 		t.Errorf("warning for a loopback metrics listener:\n%s", private.log())
 	}
 }
+
+// TestBudgetTooSmallIsRefused: a budget that cannot hold one execution
+// stops the start with what to change.
+func TestBudgetTooSmallIsRefused(t *testing.T) {
+	env := map[string]string{"CODEEXEC_MEMORY_BUDGET_MB": "600", "CODEEXEC_MAX_MEMORY_MB": "512"}
+	err := run(context.Background(), []string{"codeexec", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	const want = "memory budget: 600 MiB (CODEEXEC_MEMORY_BUDGET_MB) less CODEEXEC_MEMORY_RESERVE_MB=256 leaves 344 MiB, less than one execution's CODEEXEC_MAX_MEMORY_MB=512: give the server more memory or lower CODEEXEC_MAX_MEMORY_MB"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -107,6 +107,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	budget, err := memoryBudget(cfg, log)
+	if err != nil {
+		return err
+	}
 	shutdownTracing, err := tracing.Setup(ctx, getenv, "codeexec")
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -151,10 +155,6 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		// live stateful session hold a slot of their own.
 		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, sandbox.MaxSlots), RootFS: cfg.RootFS, Logger: log,
 		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase,
-	}
-	budget, err := memoryBudget(cfg, log)
-	if err != nil {
-		return err
 	}
 	registerBudget(mets.Registry, budget)
 	if cfg.Sandbox != "gvisor" {
