@@ -250,6 +250,12 @@ func TestMemoryBudgetHolds(t *testing.T) {
 	share := int64(256 << 20)
 	fits := int((h.MemoryBudget.Available - h.MemoryBudget.Warm) / share)
 	baseline := cg.value(t, "memory.usage_in_bytes", "")
+	// At rest the server and its templates stay within what the budget
+	// sets aside for them (the reserve and the warm share).
+	if baseline > h.MemoryBudget.Total-h.MemoryBudget.Available+h.MemoryBudget.Warm {
+		t.Errorf("at rest the container uses %d MiB, more than the reserve and warm share (%d MiB)", baseline>>20,
+			(h.MemoryBudget.Total-h.MemoryBudget.Available+h.MemoryBudget.Warm)>>20)
+	}
 	t.Logf("budget %d MiB, available %d MiB, warm %d MiB (%d templates), %d executions fit; container usage at rest %d MiB, server RSS %d MiB",
 		h.MemoryBudget.Total>>20, h.MemoryBudget.Available>>20, h.MemoryBudget.Warm>>20, templates, fits, baseline>>20, rssOf(pid)>>20)
 
