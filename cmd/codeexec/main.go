@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +63,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		for _, a := range args[2:] {
 			if a == "-h" || a == "--help" || a == "help" {
+				if slices.Contains(args[2:], "--markdown") { // the README's table
+					config.PrintMarkdown(stdout)
+					return nil
+				}
 				fmt.Fprint(stdout, "codeexec serve: settings, read from the environment:\n\n")
 				config.PrintHelp(stdout)
 				return nil
@@ -103,6 +108,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	budget, err := memoryBudget(cfg, log)
+	if err != nil {
+		return err
+	}
 	shutdownTracing, err := tracing.Setup(ctx, getenv, "codeexec")
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -148,8 +157,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, sandbox.MaxSlots), RootFS: cfg.RootFS, Logger: log,
 		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase,
 	}
+	registerBudget(mets.Registry, budget)
 	if cfg.Sandbox != "gvisor" {
 		lc.Warm = warmConfig(cfg, lc.Slots)
+		lc.Warm.Python = fitWarmPool(budget, cfg, lc.Warm.Python, log)
 	}
 	box, err := newSandbox(cfg.Sandbox, lc)
 	if err != nil {
@@ -194,8 +205,11 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 
 	var live *runtime.Manager
 	if cfg.MaxRuntimeSessions > 0 {
-		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions, Log: log})
+		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions, Log: log,
+			Memory: budget, MemoryWait: cfg.QueueTimeout})
 		defer live.Close()
+		// An idle session is closed (its files are kept) before a new run waits.
+		budget.SetEvictor(live.EvictIdle)
 		mets.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "codeexec_runtime_sessions_live", Help: "Live stateful sessions.",
 		}, func() float64 { return float64(live.Len()) }))
@@ -212,8 +226,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Limits:     api.Limits{MaxUploadBytes: cfg.MaxUploadMB << 20},
 		SessionTTL: cfg.SessionTTL,
 		Admission:  adm,
-		Rates:      api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
-		Metrics:    mets, MetricsRoute: cfg.MetricsAddr == "",
+		Budget:     budget, MemoryWait: cfg.QueueTimeout,
+		Rates:   api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
+		Metrics: mets, MetricsRoute: cfg.MetricsAddr == "",
 		Runtime: live,
 		Console: cons,
 	})
@@ -237,6 +252,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
+		}
+		if host, _, _ := net.SplitHostPort(cfg.MetricsAddr); host == "" || net.ParseIP(host).IsUnspecified() {
+			log.Warn("CODEEXEC_METRICS_ADDR listens on every interface and /metrics there has no authentication; bind it to a private address (e.g. 127.0.0.1:9090) or keep the port off public networks", "addr", cfg.MetricsAddr)
 		}
 		msrv = &http.Server{Handler: mets.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go msrv.Serve(mln)

@@ -1,5 +1,7 @@
 // Package admission decides whether an execution may start now, wait in a
-// bounded queue, or be turned away with a hint of when to retry.
+// bounded queue, or be turned away with a hint of when to retry; Budget
+// (budget.go) does the same for the server's memory. It knows nothing of
+// HTTP, sandboxes or sessions.
 package admission
 
 import (
@@ -13,6 +15,8 @@ import (
 type ErrBusy struct {
 	RetryAfter time.Duration
 	Reason     string
+	// Memory is set when the memory budget (not the slot queue) was full.
+	Memory bool
 }
 
 func (e *ErrBusy) Error() string { return e.Reason }

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"github.com/codeexec/codeexec/internal/admission"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -22,10 +23,38 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if s.Runtime != nil {
 		h["runtime_sessions"] = s.Runtime.Len()
 	}
+	if s.Budget != nil {
+		st := s.Budget.Stats()
+		h["memory_budget"] = map[string]any{
+			"total_bytes": st.Total, "reserve_bytes": st.Reserve, "available_bytes": st.Available,
+			"used_bytes": st.Used, "executions_bytes": st.Held[admission.KindExec],
+			"sessions_bytes": st.Held[admission.KindSession], "warm_bytes": st.Held[admission.KindWarm],
+		}
+	}
+	// Liveness: /health stays 200 while draining (the process is fine and
+	// finishing its work); /ready is what turns 503.
+	if s.draining.Load() {
+		h["draining"] = true
+	}
 	writeJSON(w, http.StatusOK, h)
 }
 
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	// The catch-all matches every method, so the mux never answers 405
+	// itself: a known path asked with another method gets it here.
+	var allow []string
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := s.mux.Handler(r2); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method "+truncateString(r.Method, 20)+" not allowed on "+truncateString(r.URL.Path, 200)+"; allowed: "+strings.Join(allow, ", "))
+		return
+	}
 	writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateString(r.URL.Path, 200))
 }
 

@@ -98,6 +98,16 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Requ
 		return nil, false
 	}
 	defer release()
+	if s.Budget != nil {
+		_, span := tracing.Tracer().Start(r.Context(), "memory")
+		free, err := s.Budget.Take(r.Context(), admission.KindExec, s.Engine.Limits().MemoryBytes, s.MemoryWait)
+		span.End()
+		if err != nil {
+			s.engineError(w, r, err)
+			return nil, false
+		}
+		defer free()
+	}
 	var res *engine.Result
 	var err error
 	track := s.trackBegin(r, req.Lang.ID)
@@ -181,6 +191,18 @@ func (s *Server) canary(ctx context.Context) error {
 		return fmt.Errorf("storage write: %w", err)
 	}
 	defer s.Store.Delete(context.WithoutCancel(ctx), key)
+	if s.Budget != nil {
+		// The canary's sandbox counts like any run's; when the budget
+		// stays full the server is busy, not broken: storage was checked.
+		free, err := s.Budget.Take(ctx, admission.KindExec, s.Engine.Limits().MemoryBytes, 10*time.Second)
+		if _, busy := admission.IsBusy(err); busy {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("memory budget: %w", err)
+		}
+		defer free()
+	}
 	l, _ := lang.Lookup("bash")
 	res, err := s.Engine.Exec(ctx, engine.Request{
 		Lang: l, Code: "cat canary.txt", Timeout: 20 * time.Second,

@@ -52,6 +52,11 @@ type Deps struct {
 	SessionTTL time.Duration
 	// Admission bounds concurrent executions; nil admits everything.
 	Admission *admission.Controller
+	// Budget is the server's memory budget: each one-shot execution takes
+	// its memory limit's share, waiting at most MemoryWait (default 60 s);
+	// nil counts nothing. Stateful sessions take theirs in the runtime.
+	Budget     *admission.Budget
+	MemoryWait time.Duration
 	// Rates limits each caller; nil limiters allow everything.
 	Rates Rates
 	// Metrics are recorded when set; /metrics serves them when
@@ -106,6 +111,9 @@ func NewServer(d Deps) *Server {
 	if d.ReadyTTL == 0 {
 		d.ReadyTTL = 5 * time.Second
 	}
+	if d.MemoryWait == 0 {
+		d.MemoryWait = 60 * time.Second
+	}
 	s := &Server{Deps: d, mux: http.NewServeMux()}
 	s.routes()
 	s.handler = s.recoverer(s.normalize(s.mux))
@@ -149,6 +157,11 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			rh.auth = p.Method
 		}
 		if err != nil {
+			var te *auth.TokenError
+			if errors.As(err, &te) {
+				writeError(w, http.StatusUnauthorized, "Unauthorized: "+te.Error())
+				return
+			}
 			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
 			return
 		}
@@ -267,7 +280,13 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool 
 
 // engineError maps an engine error to an HTTP answer.
 func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
+	if b, busy := admission.IsBusy(err); busy {
+		s.tooMany(w, "memory_budget", "Too many executions in progress ("+b.Reason+")", b.RetryAfter)
+		return
+	}
 	switch {
+	case errors.Is(err, admission.ErrTooLarge):
+		writeError(w, http.StatusServiceUnavailable, "Service misconfigured: "+err.Error())
 	case errors.Is(err, engine.ErrUnauthorized):
 		writeError(w, http.StatusForbidden, "Unauthorized file reference")
 	case errors.Is(err, engine.ErrInvalid), errors.Is(err, engine.ErrUnavailable):

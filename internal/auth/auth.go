@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,15 @@ type Principal struct {
 // ErrUnauthenticated is returned when credentials are missing or wrong.
 var ErrUnauthenticated = errors.New("unauthorized")
 
+// TokenError says what is wrong with a bearer token that is a JWT, for the
+// operator who has to fix LibreChat's or this server's settings. It names
+// only what the token itself carries and the server's public settings.
+type TokenError struct{ Problem string }
+
+func (e *TokenError) Error() string { return "invalid JWT: " + e.Problem }
+
+func (e *TokenError) Unwrap() error { return ErrUnauthenticated }
+
 // Config selects what is accepted.
 type Config struct {
 	Keys         []string
@@ -44,16 +54,18 @@ type Config struct {
 
 // Authenticator checks requests. It is immutable and safe for concurrent use.
 type Authenticator struct {
-	keys    [][32]byte // SHA-256 of each key: equal-length constant-time compares
-	none    bool
-	verify  jwt.Keyfunc
-	methods []string
-	parser  *jwt.Parser
+	keys [][32]byte // SHA-256 of each key: equal-length constant-time compares
+	none bool
+	// audience and issuer are required of JWTs (for error messages).
+	audience, issuer string
+	verify           jwt.Keyfunc
+	methods          []string
+	parser           *jwt.Parser
 }
 
 // New builds an Authenticator, parsing any JWT key material up front.
 func New(c Config) (*Authenticator, error) {
-	a := &Authenticator{none: c.None}
+	a := &Authenticator{none: c.None, audience: c.Audience, issuer: c.Issuer}
 	for _, k := range c.Keys {
 		a.keys = append(a.keys, sha256.Sum256([]byte(k)))
 	}
@@ -131,8 +143,12 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 			if a.keyOK(cred) {
 				return Principal{Method: "api-key"}, nil
 			}
-			if p, err := a.parseJWT(cred); err == nil {
+			p, err := a.parseJWT(cred)
+			if err == nil {
 				return p, nil
+			}
+			if _, isJWT := err.(*TokenError); isJWT && !a.none {
+				return Principal{}, err
 			}
 		case "basic":
 			// A base URL of https://KEY@host sends KEY as the user name.
@@ -169,12 +185,18 @@ type claims struct {
 }
 
 func (a *Authenticator) parseJWT(tok string) (Principal, error) {
-	if a.parser == nil || strings.Count(tok, ".") != 2 {
+	if strings.Count(tok, ".") != 2 {
 		return Principal{}, ErrUnauthenticated
+	}
+	if a.parser == nil {
+		return Principal{}, &TokenError{"this server verifies no JWTs (set CODEEXEC_JWT_PUBLIC_KEY or CODEEXEC_JWT_SECRET), and the bearer value is not one of its API keys"}
 	}
 	var c claims
 	if _, err := a.parser.ParseWithClaims(tok, &c, a.verify); err != nil {
-		return Principal{}, ErrUnauthenticated
+		return Principal{}, &TokenError{a.tokenProblem(tok, err, &c)}
+	}
+	if c.Subject == "" {
+		return Principal{}, &TokenError{"the token has no sub claim (the user id)"}
 	}
 	if c.Subject == "" {
 		return Principal{}, ErrUnauthenticated
@@ -184,4 +206,34 @@ func (a *Authenticator) parseJWT(tok string) (Principal, error) {
 		tenant = "legacy"
 	}
 	return Principal{Subject: tenant + ":" + c.Subject, Method: "jwt"}, nil
+}
+
+// tokenProblem words a verification error.
+func (a *Authenticator) tokenProblem(tok string, err error, c *claims) string {
+	if t, _, perr := jwt.NewParser().ParseUnverified(tok, &claims{}); perr == nil && !slices.Contains(a.methods, t.Method.Alg()) {
+		return fmt.Sprintf("the token is signed with %s; this server accepts %s", t.Method.Alg(), strings.Join(a.methods, ", "))
+	}
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "the token is malformed"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "the signature does not verify with this server's key (CODEEXEC_JWT_PUBLIC_KEY or CODEEXEC_JWT_SECRET must match the key LibreChat signs with)"
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "the token is signed with an algorithm this server does not accept (it accepts " + strings.Join(a.methods, ", ") + ")"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "the token has no exp claim"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		exp := "?"
+		if c.ExpiresAt != nil {
+			exp = c.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		return "the token expired at " + exp
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "the token is not valid yet (check the clocks)"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return fmt.Sprintf("the token's audience is %q; this server requires %q (CODEEXEC_JWT_AUDIENCE)", strings.Join(c.Audience, ","), a.audience)
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return fmt.Sprintf("the token's issuer is %q; this server requires %q (CODEEXEC_JWT_ISSUER)", c.Issuer, a.issuer)
+	}
+	return "the token does not verify"
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -101,18 +102,42 @@ func TestJWTEdDSA(t *testing.T) {
 	check(t, a, true, "", "X-API-Key", "k") // keys still work beside JWTs
 
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
-	bad := map[string]string{
-		"wrong key":                       mint(t, jwt.SigningMethodEdDSA, otherPriv, libreChatClaims(nil)),
-		"expired":                         mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })),
-		"no exp":                          mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { delete(c, "exp") })),
-		"wrong audience":                  mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["aud"] = "other" })),
-		"wrong issuer":                    mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["iss"] = "evil" })),
-		"no subject":                      mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { delete(c, "sub") })),
-		"alg none":                        mint(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, libreChatClaims(nil)),
-		"HS256 with public key as secret": mint(t, jwt.SigningMethodHS256, []byte(pemOf(t, pub)), libreChatClaims(nil)),
+	// Each is refused, saying what is wrong with the token.
+	bad := map[string]struct{ tok, want string }{
+		"wrong key": {mint(t, jwt.SigningMethodEdDSA, otherPriv, libreChatClaims(nil)),
+			"invalid JWT: the signature does not verify with this server's key (CODEEXEC_JWT_PUBLIC_KEY or CODEEXEC_JWT_SECRET must match the key LibreChat signs with)"},
+		"expired": {mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["exp"] = int64(1700000000) })),
+			"invalid JWT: the token expired at 2023-11-14T22:13:20Z"},
+		"no exp": {mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { delete(c, "exp") })),
+			"invalid JWT: the token has no exp claim"},
+		"wrong audience": {mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["aud"] = "other" })),
+			`invalid JWT: the token's audience is "other"; this server requires "codeapi" (CODEEXEC_JWT_AUDIENCE)`},
+		"wrong issuer": {mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["iss"] = "evil" })),
+			`invalid JWT: the token's issuer is "evil"; this server requires "librechat" (CODEEXEC_JWT_ISSUER)`},
+		"no subject": {mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { delete(c, "sub") })),
+			"invalid JWT: the token has no sub claim (the user id)"},
+		"alg none": {mint(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, libreChatClaims(nil)),
+			"invalid JWT: the token is signed with none; this server accepts EdDSA"},
+		"HS256 with public key as secret": {mint(t, jwt.SigningMethodHS256, []byte(pemOf(t, pub)), libreChatClaims(nil)),
+			"invalid JWT: the token is signed with HS256; this server accepts EdDSA"},
 	}
-	for name, tok := range bad {
-		t.Run(name, func(t *testing.T) { check(t, a, false, "", "Authorization", "Bearer "+tok) })
+	for name, b := range bad {
+		t.Run(name, func(t *testing.T) {
+			check(t, a, false, "", "Authorization", "Bearer "+b.tok)
+			r := httptest.NewRequest("POST", "/exec", nil)
+			r.Header.Set("Authorization", "Bearer "+b.tok)
+			_, err := a.Authenticate(r)
+			if err == nil || err.Error() != b.want || !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("got %v, want %q", err, b.want)
+			}
+		})
+	}
+	// A server without JWT settings says so to a JWT that is no key.
+	k, _ := New(Config{Keys: []string{"k"}})
+	r := httptest.NewRequest("POST", "/exec", nil)
+	r.Header.Set("Authorization", "Bearer "+bad["expired"].tok)
+	if _, err := k.Authenticate(r); err == nil || err.Error() != "invalid JWT: this server verifies no JWTs (set CODEEXEC_JWT_PUBLIC_KEY or CODEEXEC_JWT_SECRET), and the bearer value is not one of its API keys" {
+		t.Fatalf("JWT to a key-only server: %v", err)
 	}
 }
 

@@ -5,7 +5,6 @@ package config
 import (
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -49,6 +48,10 @@ type Config struct {
 	RuntimeIdle         time.Duration
 	MaxRuntimeSessions  int
 	ShutdownGrace       time.Duration
+	// MemoryBudgetMB is the server's whole memory (0: its cgroup's limit,
+	// else the machine's); MemoryReserveMB of it stay with the server.
+	MemoryBudgetMB  int64
+	MemoryReserveMB int64
 
 	// Storage.
 	StorageBackend string // local, s3, gcs
@@ -65,8 +68,10 @@ type Config struct {
 	RunDir        string
 	UIDBase       uint32 // 0: the sandbox's default
 	RootFS        string
-	// PoolPython is the number of warm Python templates (0: no warm pool).
-	PoolPython int
+	// PoolPython is the number of warm Python templates (0: no warm pool);
+	// PoolDefault is set when it was not configured.
+	PoolPython  int
+	PoolDefault bool
 	// CompileCacheMB bounds the compiled-program cache (0: no cache).
 	CompileCacheMB int64
 
@@ -107,9 +112,9 @@ type setting struct {
 
 var settings = []setting{
 	{name: "CODEEXEC_PORT", def: "8080", help: "listen port (else PORT, else 8080)", aliases: []string{"PORT"}},
-	{name: "CODEEXEC_API_KEY", def: "", help: "API key(s), comma-separated; sent as X-API-Key, Bearer or Basic", aliases: []string{"CODE_API_KEY"}},
-	{name: "CODEEXEC_AUTH", def: "", help: "set to 'none' to serve without credentials (private networks only)"},
-	{name: "CODEEXEC_JWT_PUBLIC_KEY", def: "", help: "PEM public key (Ed25519 or RSA) verifying LibreChat's JWTs (aud=codeapi, iss=librechat)"},
+	{name: "CODEEXEC_API_KEY", def: "", help: "API key(s), comma-separated; accepted as X-API-Key, Authorization: Bearer or HTTP Basic (http://KEY@host), compared in constant time (with no credential configured one is generated and printed at start)", aliases: []string{"CODE_API_KEY"}},
+	{name: "CODEEXEC_AUTH", def: "", help: "none: serve without credentials (private networks only; a warning is logged); any other value is refused at start"},
+	{name: "CODEEXEC_JWT_PUBLIC_KEY", def: "", help: "PEM public key (Ed25519 or RSA), or a path to one, verifying LibreChat's JWTs"},
 	{name: "CODEEXEC_JWT_SECRET", def: "", help: "HS256 secret verifying JWTs"},
 	{name: "CODEEXEC_JWT_AUDIENCE", def: "codeapi", help: "required JWT audience"},
 	{name: "CODEEXEC_JWT_ISSUER", def: "librechat", help: "required JWT issuer"},
@@ -130,8 +135,10 @@ var settings = []setting{
 	{name: "CODEEXEC_RATE_LIMIT_EXEC", def: "", help: "executions per caller, e.g. 20/30s (default: no limit)"},
 	{name: "CODEEXEC_RATE_LIMIT_UPLOAD", def: "", help: "uploads per caller, e.g. 30/5m (default: no limit)"},
 	{name: "CODEEXEC_RATE_LIMIT_DOWNLOAD", def: "", help: "downloads per caller, e.g. 60/1m (default: no limit)"},
-	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics (e.g. :9090); unset: /metrics on the main port, behind the API key"},
+	{name: "CODEEXEC_METRICS_ADDR", def: "", help: "separate listener for /metrics, without authentication (e.g. 127.0.0.1:9090; an address on every interface such as :9090 logs a warning); unset: /metrics on the main port, behind the API key"},
 	{name: "CODEEXEC_SHUTDOWN_GRACE_SECONDS", def: "30", help: "on SIGTERM, how long in-flight executions may finish before they are killed"},
+	{name: "CODEEXEC_MEMORY_BUDGET_MB", def: "", help: "memory of the whole server: executions, live stateful sessions and warm templates are admitted so that their limits never add up to more (default: the limit of the server's cgroup, else the machine's memory)"},
+	{name: "CODEEXEC_MEMORY_RESERVE_MB", def: "256", help: "part of the memory budget kept for the server itself (heap, uploads, files it stages for runs)"},
 	{name: "CODEEXEC_MAX_RUNTIME_SESSIONS", def: "8", help: "live stateful Python sessions (least recently used evicted beyond); 0 turns the stateful profile off"},
 	{name: "CODEEXEC_RUNTIME_IDLE_SECONDS", def: "1200", help: "a stateful session unused this long is closed (its files stay)"},
 	{name: "CODEEXEC_STORAGE_BACKEND", def: "local", help: "local, s3 or gcs"},
@@ -143,13 +150,16 @@ var settings = []setting{
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
 	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even without usable cgroups (limits fall back to rlimits; /health says degraded)"},
 	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native (Linux namespaces) or gvisor (runsc, a user-space kernel)"},
-	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm sandboxes: Python with numpy, pandas and matplotlib imported, ~150 MB each, which also spawn every other single-step run (default: CODEEXEC_MAX_CONCURRENCY, fewer if memory is short; 0 disables)"},
+	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm sandboxes: Python with numpy, pandas and matplotlib imported, ~150 MB each, which also run every other single-step run (default: CODEEXEC_MAX_CONCURRENCY; the pool is shrunk at start, with a log line, to fit the memory budget; 0 disables)"},
 	{name: "CODEEXEC_COMPILE_CACHE_MB", def: "256", help: "size of the cache of compiled programs (same source and toolchain: compiled once), under CODEEXEC_RUN_DIR; 0 disables"},
 	{name: "CODEEXEC_RUN_DIR", def: "/run/codeexec", help: "runtime state: per-execution working directories"},
 	{name: "CODEEXEC_UID_BASE", def: "", help: "first host uid of the sandboxes' uid ranges (default 0x70000000); give each container on one host its own, 0x4000000 apart"},
 	{name: "CODEEXEC_ROOTFS", def: "", help: "runtime root for the sandbox (default: the host's /usr and /etc)"},
 	{name: "CODEEXEC_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
 	{name: "CODEEXEC_CONSOLE", def: "true", help: "serve the operator console at /console (its data behind the API key); false turns it off"},
+	// Read by the container image's entrypoint (infra/codeexec/entrypoint.sh), not the server.
+	{name: "CODEEXEC_ENTRYPOINT_PROC", def: "1", help: "container entrypoint: 0 keeps the runtime's masks over /proc (the sandbox then cannot mount its own /proc)"},
+	{name: "CODEEXEC_ENTRYPOINT_CGROUPS", def: "1", help: "container entrypoint: 0 leaves the container's cgroup mount read-only (no per-run cgroups unless the runtime delegates them)"},
 }
 
 // Load reads the configuration through getenv.
@@ -189,12 +199,12 @@ func Load(getenv func(string) string) (*Config, error) {
 			c.APIKeys = append(c.APIKeys, k)
 		}
 	}
-	switch a := strings.ToLower(v["CODEEXEC_AUTH"]); a {
-	case "", "key", "apikey", "api-key", "jwt":
+	switch a := v["CODEEXEC_AUTH"]; a {
+	case "":
 	case "none":
 		c.AuthNone = true
 	default:
-		return nil, fmt.Errorf("CODEEXEC_AUTH: unknown mode %q (want none, or leave unset)", a)
+		return nil, fmt.Errorf("CODEEXEC_AUTH: unknown value %q: the only value is none (serve without credentials); leave it unset to require an API key or a JWT", a)
 	}
 
 	var errs []string
@@ -238,7 +248,7 @@ func Load(getenv func(string) string) (*Config, error) {
 		small("CODEEXEC_MAX_CONCURRENCY", &c.MaxConcurrency, 1)
 	}
 	if v["CODEEXEC_POOL_PYTHON"] == "" {
-		c.PoolPython = defaultPoolSize(c.MaxConcurrency)
+		c.PoolPython, c.PoolDefault = c.MaxConcurrency, true
 	} else {
 		small("CODEEXEC_POOL_PYTHON", &c.PoolPython, 0)
 	}
@@ -264,6 +274,10 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 		c.UIDBase = uint32(n)
 	}
+	if v["CODEEXEC_MEMORY_BUDGET_MB"] != "" {
+		num("CODEEXEC_MEMORY_BUDGET_MB", &c.MemoryBudgetMB, 64)
+	}
+	num("CODEEXEC_MEMORY_RESERVE_MB", &c.MemoryReserveMB, 0)
 	small("CODEEXEC_MAX_RUNTIME_SESSIONS", &c.MaxRuntimeSessions, 0)
 	small("CODEEXEC_RUNTIME_IDLE_SECONDS", &secs, 1)
 	c.RuntimeIdle = time.Duration(secs) * time.Second
@@ -318,21 +332,20 @@ func PrintHelp(w io.Writer) {
 	tw.Flush()
 }
 
-// defaultPoolSize is one warm Python template per concurrent execution,
-// fewer when the host's available memory would not hold them with room to
-// spare (a template is ~150 MB; at most a quarter of MemAvailable).
-func defaultPoolSize(concurrency int) int {
-	n := concurrency
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return n
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				n = min(n, int(kb/4/(150<<10)))
-			}
+// PrintMarkdown writes the same table as PrintHelp in Markdown: the
+// README's configuration table is this output (a test keeps them equal).
+func PrintMarkdown(w io.Writer) {
+	fmt.Fprintln(w, "| Variable | Default | Meaning |")
+	fmt.Fprintln(w, "|---|---|---|")
+	for _, s := range settings {
+		name := "`" + s.name + "`"
+		for _, a := range s.aliases {
+			name += " (`" + a + "`)"
 		}
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", name, def, strings.ReplaceAll(s.help, "|", "\\|"))
 	}
-	return max(n, 0)
 }

@@ -40,6 +40,16 @@ type Config struct {
 	MaxSessions int           // beyond, the least recently used is evicted
 	MaxLifetime time.Duration // no session lives longer
 	Log         *slog.Logger
+	// Memory, when set, is the server's memory budget: a session takes its
+	// memory limit's share before it starts (waiting at most MemoryWait)
+	// and holds it until it is closed, idle or not.
+	Memory     MemoryBudget
+	MemoryWait time.Duration
+}
+
+// MemoryBudget is the part of the server's memory budget a session uses.
+type MemoryBudget interface {
+	Take(ctx context.Context, kind string, n int64, wait time.Duration) (release func(), err error)
 }
 
 // Manager owns the live sessions. It is safe for concurrent use.
@@ -85,6 +95,7 @@ type session struct {
 	rd        *bufio.Reader
 	calls     sync.Mutex // one call at a time
 	closeOnce sync.Once
+	release   func() // gives the session's memory share back
 	seq       int
 	lastUsed  time.Time // guarded by Manager.mu
 	dead      bool      // guarded by Manager.mu
@@ -187,10 +198,20 @@ func (m *Manager) acquire(ctx context.Context, key string) (*session, string, er
 		m.cfg.Log.Info("evicting least recently used runtime session", "runtime_session", evict.id)
 		m.close(evict)
 	}
+	release := func() {}
+	if m.cfg.Memory != nil {
+		var err error
+		release, err = m.cfg.Memory.Take(ctx, "session", m.eng.Limits().MemoryBytes, m.cfg.MemoryWait)
+		if err != nil {
+			return nil, "", err
+		}
+	}
 	s, err := m.start(ctx, key)
 	if err != nil {
+		release()
 		return nil, "", err
 	}
+	s.release = release
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if old := m.live[key]; old != nil && !old.dead {
@@ -303,7 +324,37 @@ func (m *Manager) close(s *session) {
 		if err := s.ws.Close(); err != nil {
 			m.cfg.Log.Error("releasing a runtime session's workspace", "err", err)
 		}
+		if s.release != nil {
+			s.release()
+		}
 	})
+}
+
+// EvictIdle closes the least recently used session that is not in a call,
+// giving its memory back (its files are in storage already: every call
+// harvests them). It reports whether it closed one. The memory budget
+// calls it before it makes a new run wait.
+func (m *Manager) EvictIdle() bool {
+	m.mu.Lock()
+	var victim *session
+	for _, s := range m.live {
+		if victim == nil || s.lastUsed.Before(victim.lastUsed) {
+			if s.calls.TryLock() { // not in a call
+				s.calls.Unlock()
+				victim = s
+			}
+		}
+	}
+	if victim != nil {
+		delete(m.live, victim.key)
+	}
+	m.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	m.cfg.Log.Info("evicting an idle runtime session: the memory budget is full", "runtime_session", victim.id)
+	m.close(victim)
+	return true
 }
 
 // answer is the kernel's reply to one call.
