@@ -200,6 +200,9 @@ func fetchKernel(t *testing.T, cache string) string {
 	if err := os.RemoveAll(pdir); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil { // a fresh clone has no cache yet
+		t.Fatal(err)
+	}
 	if err := os.Rename(tmp, pdir); err != nil {
 		t.Fatal(err)
 	}
