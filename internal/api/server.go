@@ -22,6 +22,7 @@ import (
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/metrics"
+	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
@@ -61,6 +62,8 @@ type Deps struct {
 	ReadyTTL time.Duration
 	// Runtime serves the stateful profile; nil refuses it with 409.
 	Runtime *runtime.Manager
+	// PTC serves programmatic tool calling; nil refuses it with 409.
+	PTC *ptc.Manager
 }
 
 // Rates are the per-caller rate limits.

@@ -242,7 +242,7 @@ func (p *warmPool) describe() map[string]any {
 // from a warm child, which then only reaps (the program is pid 2, as in a
 // cold run). Multi-step specs (compile and run) and networked runs run cold.
 func (p *warmPool) serves(spec Spec, lim Limits) (ok, execProgram bool, code []byte) {
-	if len(spec.Steps) != 1 || lim.Network {
+	if len(spec.Steps) != 1 || lim.Network || spec.Cold {
 		return false, false, nil
 	}
 	argv := spec.Steps[0].Argv
