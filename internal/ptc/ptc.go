@@ -206,7 +206,8 @@ type pending struct {
 }
 
 type event struct {
-	calls []wireCall
+	connected bool // the code has started: its clock starts
+	calls     []wireCall
 	res   *engine.Result
 	err   error
 	final bool
@@ -327,6 +328,7 @@ func (r *run) accept(ln *net.UnixListener, sdir string) {
 	}
 	r.conn = c
 	r.mu.Unlock()
+	r.push(event{connected: true})
 	rd := bufio.NewReaderSize(c, 64<<10)
 	for {
 		line, err := readLine(rd, 16<<20)
@@ -383,6 +385,11 @@ func (r *run) wait(ctx context.Context) (Answer, error) {
 	start := time.Now()
 	r.mu.Lock()
 	budget := r.budget
+	if r.conn == nil {
+		// Staging and the sandbox's start are the server's time, not the
+		// code's: the clock starts when the code does (bounded anyway).
+		budget = startupLimit
+	}
 	r.mu.Unlock()
 	timer := time.NewTimer(budget)
 	defer timer.Stop()
@@ -393,6 +400,13 @@ func (r *run) wait(ctx context.Context) (Answer, error) {
 		r.evq = nil
 		r.mu.Unlock()
 		for _, ev := range evs {
+			if ev.connected {
+				start = time.Now()
+				r.mu.Lock()
+				timer.Reset(r.budget)
+				r.mu.Unlock()
+				continue
+			}
 			if ev.final {
 				r.charge(start)
 				return r.finish(ev, timedOut)
@@ -418,6 +432,10 @@ func (r *run) wait(ctx context.Context) (Answer, error) {
 		}
 	}
 }
+
+// startupLimit bounds the time from a request to the code's start (staging
+// inputs, starting the sandbox and the runner).
+const startupLimit = 2 * time.Minute
 
 func (r *run) charge(start time.Time) {
 	r.mu.Lock()

@@ -153,26 +153,32 @@ def run_python():
     os._exit(status)
 
 
+# One call: the argument goes to a file, the request (call name and tool
+# index) to the broker's FIFO, the answer comes back through a FIFO of the
+# call's own. Only mkfifo is a process of its own; the broker removes the
+# files once the answer is on its way.
 BASH_LIB = r"""
 __codeexec_tool() {
-  local __d __st __r=0 __fd
-  __d=$(/usr/bin/mktemp -d /tmp/.ptc/calls/c.XXXXXXXX) || return 70
-  printf '%s' "${2-}" > "$__d/in" || return 70
-  /usr/bin/mkfifo "$__d/out" || return 70
-  printf '%s %s\n' "$__d" "$1" > /tmp/.ptc/req
-  exec {__fd}<"$__d/out"
+  local __c=/tmp/.ptc/calls/c.$BASHPID.$SRANDOM __st __out __fd
+  printf '%s' "${2-}" > "$__c.in" || return 70
+  /usr/bin/mkfifo "$__c.out" || return 70
+  printf '%s %s\n' "$__c" "$1" > /tmp/.ptc/req
+  exec {__fd}<"$__c.out"
   IFS= read -r __st <&"$__fd"
-  if [[ $__st == ok ]]; then /usr/bin/cat <&"$__fd"; else /usr/bin/cat <&"$__fd" >&2; __r=1; fi
+  IFS= read -r -d '' __out <&"$__fd"
   exec {__fd}<&-
-  /usr/bin/rm -rf -- "$__d"
-  return "$__r"
+  if [[ $__st == ok ]]; then printf '%s' "$__out"; return 0; fi
+  printf '%s' "$__out" >&2
+  return 1
 }
 """
 
 
-def deliver(d, ok, payload):
+def deliver(c, ok, payload):
     try:
-        with open(d + "/out", "wb") as f:  # blocks until the function reads
+        with open(c + ".out", "wb") as f:  # blocks until the function reads
+            for p in (c + ".out", c + ".in"):
+                os.unlink(p)
             f.write((b"ok\n" if ok else b"err\n") + payload)
     except OSError:
         pass
@@ -204,8 +210,8 @@ def run_bash():
     first = last = 0.0
     while True:
         timeout = None
-        if batch:  # coalesce calls from background jobs: 40 ms of quiet, 250 ms at most
-            timeout = max(0.0, min(last + 0.04, first + 0.25) - time.monotonic())
+        if batch:  # coalesce calls from background jobs: 20 ms of quiet, 200 ms at most
+            timeout = max(0.0, min(last + 0.02, first + 0.2) - time.monotonic())
         ready, _, _ = select.select([rfd, conn, done_r], [], [], timeout)
         if done_r in ready:
             break
@@ -221,7 +227,7 @@ def run_bash():
                     continue
                 try:
                     t = tools[int(idx)]
-                    with open(d + "/in", "rb") as f:
+                    with open(d + ".in", "rb") as f:
                         raw = f.read().decode("utf-8", "replace")
                 except (ValueError, IndexError, OSError):
                     continue
@@ -242,7 +248,7 @@ def run_bash():
                     d = dirs.pop(r.get("id"), None)
                     if d is not None:
                         threading.Thread(target=deliver, args=(d, bool(r.get("ok")), bash_payload(r)), daemon=True).start()
-        if batch and time.monotonic() >= min(last + 0.04, first + 0.25):
+        if batch and time.monotonic() >= min(last + 0.02, first + 0.2):
             send({"calls": batch})
             batch = []
     rc = p.returncode
