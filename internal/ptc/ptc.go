@@ -70,6 +70,7 @@ type Manager struct {
 	byToken   map[string]*run
 	gone      map[string]goneToken // spent tokens, for a precise answer
 	byRequest map[string]*run      // caller + "\x00" + request id
+	endedReqs map[string]time.Time // request keys of ended runs, for Cancel
 	runs      map[*run]bool
 }
 
@@ -91,7 +92,7 @@ func New(eng *engine.Engine, store storage.Store, cfg Config) *Manager {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Manager{eng: eng, store: store, cfg: cfg, byToken: map[string]*run{}, gone: map[string]goneToken{},
-		byRequest: map[string]*run{}, runs: map[*run]bool{}}
+		byRequest: map[string]*run{}, endedReqs: map[string]time.Time{}, runs: map[*run]bool{}}
 }
 
 // Config reports the manager's bounds.
@@ -208,9 +209,9 @@ type pending struct {
 type event struct {
 	connected bool // the code has started: its clock starts
 	calls     []wireCall
-	res   *engine.Result
-	err   error
-	final bool
+	res       *engine.Result
+	err       error
+	final     bool
 }
 
 type wireCall struct {
@@ -544,6 +545,7 @@ func (r *run) pause(ctx context.Context) (Answer, error) {
 	r.mu.Lock()
 	r.pauseTimer = time.AfterFunc(r.m.cfg.PauseTimeout, func() { r.m.expire(r, tok) })
 	r.mu.Unlock()
+	go r.m.watchTakeover(r, tok)
 	return Answer{Status: "tool_call_required", Token: tok, Calls: calls}, nil
 }
 
@@ -638,21 +640,29 @@ func (r *run) deliver(results []ToolResult) {
 	}
 }
 
-// Cancel ends the run a request of caller's belongs to.
+// Cancel ends the run a request of caller's belongs to. It reports whether
+// the request is known: a run that already ended (the client's abort also
+// closes its connection, which ends the run first) counts.
 func (m *Manager) Cancel(caller, requestID string) bool {
+	k := caller + "\x00" + requestID
 	m.mu.Lock()
-	r := m.byRequest[caller+"\x00"+requestID]
+	r := m.byRequest[k]
+	_, ended := m.endedReqs[k]
 	m.mu.Unlock()
 	if r == nil {
-		return false
+		return ended
 	}
+	r.mu.Lock()
+	tok := r.token
+	r.mu.Unlock()
 	m.mu.Lock()
-	if r.token != "" {
-		delete(m.byToken, r.token)
-		m.spend(r.token, ErrNotFound)
-		go m.unpersist(r.token)
+	if tok != "" && m.byToken[tok] == r {
+		delete(m.byToken, tok)
+		m.spend(tok, ErrNotFound)
+		go m.unpersist(tok)
 	}
 	m.mu.Unlock()
+	m.cfg.Log.Info("programmatic run cancelled by its client")
 	r.halt(sandbox.StatusKilled)
 	return true
 }
@@ -668,6 +678,52 @@ func (r *run) addRequest(id string) {
 	r.mu.Lock()
 	r.reqKeys = append(r.reqKeys, k)
 	r.mu.Unlock()
+}
+
+// takeoverPoll is how often a paused run checks that its record is still
+// there: another instance that resumed the run deleted it.
+const takeoverPoll = time.Second
+
+// watchTakeover ends a paused run once another instance has claimed its
+// continuation, so that its sandbox and execution slot are not held until
+// the pause limit.
+func (m *Manager) watchTakeover(r *run, tok string) {
+	if m.store == nil {
+		return
+	}
+	t := time.NewTicker(takeoverPoll)
+	defer t.Stop()
+	for range t.C {
+		m.mu.Lock()
+		still := m.byToken[tok] == r
+		m.mu.Unlock()
+		if !still {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := m.store.Stat(ctx, recordKey(tok))
+		cancel()
+		if !errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		m.mu.Lock()
+		taken := m.byToken[tok] == r
+		if taken {
+			delete(m.byToken, tok)
+			m.spend(tok, ErrUsed)
+		}
+		m.mu.Unlock()
+		if taken {
+			r.mu.Lock()
+			if r.pauseTimer != nil {
+				r.pauseTimer.Stop()
+			}
+			r.mu.Unlock()
+			m.cfg.Log.Info("programmatic run: continued at another instance; ending the paused sandbox here")
+			r.halt(sandbox.StatusKilled)
+		}
+		return
+	}
 }
 
 // expire ends a run whose client did not come back in time.
@@ -694,9 +750,16 @@ func (m *Manager) ended(r *run) {
 	}
 	r.mu.Unlock()
 	m.mu.Lock()
+	now := time.Now()
 	for _, k := range keys {
 		if m.byRequest[k] == r {
 			delete(m.byRequest, k)
+		}
+		m.endedReqs[k] = now
+	}
+	for k, at := range m.endedReqs {
+		if now.Sub(at) > 10*time.Minute {
+			delete(m.endedReqs, k)
 		}
 	}
 	if tok != "" && m.byToken[tok] == r {
