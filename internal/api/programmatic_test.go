@@ -20,7 +20,7 @@ type ptcAnswer struct {
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr"`
 	Error  string `json:"error"`
-	Code   string `json:"code"`
+	Code   any    `json:"code"` // an exit code in completed answers, an error code in others
 }
 
 // A run whose client never comes back ends at the pause limit: its token
