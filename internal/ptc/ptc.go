@@ -72,6 +72,7 @@ type Manager struct {
 	byRequest map[string]*run      // caller + "\x00" + request id
 	endedReqs map[string]time.Time // request keys of ended runs, for Cancel
 	runs      map[*run]bool
+	live      sync.WaitGroup // runs whose sandbox may still be up
 }
 
 type goneToken struct {
@@ -263,7 +264,9 @@ func (m *Manager) launch(st Start, tools []Tool, replay []*recCall) *run {
 			}
 		},
 	}
+	m.live.Add(1)
 	go func() {
+		defer m.live.Done()
 		defer cancel()
 		res, err := m.eng.ExecWith(ctx, st.Req, hooks)
 		r.push(event{final: true, res: res, err: err})
@@ -786,7 +789,8 @@ func (m *Manager) spend(tok string, err error) {
 	}
 }
 
-// Close ends every run.
+// Close ends every run and waits (up to 30 s) for their sandboxes to be
+// gone, so that the sandbox can be closed after it.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	runs := make([]*run, 0, len(m.runs))
@@ -796,6 +800,16 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 	for _, r := range runs {
 		r.halt(sandbox.StatusKilled)
+	}
+	done := make(chan struct{})
+	go func() {
+		m.live.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		m.cfg.Log.Warn("programmatic runs still ending at shutdown")
 	}
 }
 
