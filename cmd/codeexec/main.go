@@ -30,6 +30,7 @@ import (
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/metrics"
+	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
@@ -214,6 +215,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 			Name: "codeexec_runtime_sessions_live", Help: "Live stateful sessions.",
 		}, func() float64 { return float64(live.Len()) }))
 	}
+	progs := ptc.New(eng, store, ptc.Config{PauseTimeout: cfg.PTCPause, MaxLifetime: cfg.PTCLifetime, Log: log})
+	defer progs.Close()
 	rate := func(r config.RateLimit) *admission.Limiter {
 		return admission.NewLimiter(admission.RateLimit{N: r.N, Window: r.Window})
 	}
@@ -231,6 +234,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Metrics: mets, MetricsRoute: cfg.MetricsAddr == "",
 		Runtime: live,
 		Console: cons,
+		PTC:     progs,
 	})
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
 )
@@ -168,10 +169,12 @@ func newEnvWarm(t testing.TB, warm bool, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	eng := engine.New(store, box, limits, log)
-	h := NewServer(Deps{Engine: eng, Store: store, Box: box, Auth: authn, Log: log, Limits: Limits{MaxUploadBytes: 4 << 20}})
+	progs := ptc.New(eng, store, ptc.Config{PauseTimeout: 3 * time.Second, Log: log})
+	h := NewServer(Deps{Engine: eng, Store: store, Box: box, Auth: authn, Log: log, Limits: Limits{MaxUploadBytes: 4 << 20}, PTC: progs})
 	e := &env{t: t, srv: httptest.NewServer(h), store: store, box: box, storDir: storDir, runDir: runDir}
 	t.Cleanup(func() {
 		e.srv.Close()
+		progs.Close()
 		box.Close()
 		store.Close()
 		os.RemoveAll(runDir)

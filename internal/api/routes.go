@@ -15,6 +15,8 @@ func (s *Server) routes() {
 
 	// LibreChat's Code Interpreter API (both client generations).
 	s.handle("POST /exec", s.authed(s.handleExec))
+	s.handle("POST /exec/programmatic", s.authed(s.handleProgrammatic))
+	s.handle("POST /exec/programmatic/cancel", s.authed(s.handleProgrammaticCancel))
 	s.handle("POST /upload", s.authed(s.handleUpload))
 	s.handle("POST /upload/batch", s.authed(s.handleUploadBatch))
 	s.handle("GET /download/{session_id}/{file_id}", s.authed(s.handleDownload))

@@ -23,6 +23,7 @@ import (
 	"github.com/codeexec/codeexec/internal/console"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/metrics"
+	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
@@ -70,6 +71,8 @@ type Deps struct {
 	// Console serves the operator console at /console and records
 	// executions for it; nil turns it off.
 	Console *console.Console
+	// PTC serves programmatic tool calling; nil refuses it with 409.
+	PTC *ptc.Manager
 }
 
 // Rates are the per-caller rate limits.

@@ -52,6 +52,8 @@ type Config struct {
 	// else the machine's); MemoryReserveMB of it stay with the server.
 	MemoryBudgetMB  int64
 	MemoryReserveMB int64
+	PTCPause        time.Duration // programmatic tool calling: longest wait for tool results
+	PTCLifetime     time.Duration // programmatic tool calling: longest run, pauses included
 
 	// Storage.
 	StorageBackend string // local, s3, gcs
@@ -141,6 +143,8 @@ var settings = []setting{
 	{name: "CODEEXEC_MEMORY_RESERVE_MB", def: "256", help: "part of the memory budget kept for the server itself (heap, uploads, files it stages for runs)"},
 	{name: "CODEEXEC_MAX_RUNTIME_SESSIONS", def: "8", help: "live stateful Python sessions (least recently used evicted beyond); 0 turns the stateful profile off"},
 	{name: "CODEEXEC_RUNTIME_IDLE_SECONDS", def: "1200", help: "a stateful session unused this long is closed (its files stay)"},
+	{name: "CODEEXEC_PTC_PAUSE_SECONDS", def: "300", help: "programmatic tool calling: how long a run waits for tool results before it is ended"},
+	{name: "CODEEXEC_PTC_MAX_LIFETIME_SECONDS", def: "1800", help: "programmatic tool calling: longest run, pauses included (the request's timeout counts sandbox time only)"},
 	{name: "CODEEXEC_STORAGE_BACKEND", def: "local", help: "local, s3 or gcs"},
 	{name: "CODEEXEC_STORAGE_DIR", def: "/tmp/codeexec", help: "directory of the local backend"},
 	{name: "CODEEXEC_S3_BUCKET", def: "", help: "bucket of the s3 backend"},
@@ -281,6 +285,10 @@ func Load(getenv func(string) string) (*Config, error) {
 	small("CODEEXEC_MAX_RUNTIME_SESSIONS", &c.MaxRuntimeSessions, 0)
 	small("CODEEXEC_RUNTIME_IDLE_SECONDS", &secs, 1)
 	c.RuntimeIdle = time.Duration(secs) * time.Second
+	small("CODEEXEC_PTC_PAUSE_SECONDS", &secs, 1)
+	c.PTCPause = time.Duration(secs) * time.Second
+	small("CODEEXEC_PTC_MAX_LIFETIME_SECONDS", &secs, 10)
+	c.PTCLifetime = time.Duration(secs) * time.Second
 	ttl, err := time.ParseDuration(v["CODEEXEC_SESSION_TTL"])
 	if err != nil || ttl < time.Minute {
 		errs = append(errs, fmt.Sprintf("CODEEXEC_SESSION_TTL: want a duration of at least 1m (e.g. 24h), got %q", v["CODEEXEC_SESSION_TTL"]))

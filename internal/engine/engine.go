@@ -187,8 +187,26 @@ func (e *Engine) Version(l *lang.Language) string {
 	return o.v
 }
 
+// Hooks let a caller shape one run of ExecWith: the programmatic tool
+// calling transport talks to the running code over a socket it places in the
+// working directory, and stops the run by its own clock.
+type Hooks struct {
+	// Prepare adjusts the sandbox spec once the inputs are staged in dir.
+	Prepare func(dir string, spec *sandbox.Spec) error
+	// Stop, when it delivers a status, kills the run and reports that
+	// status (e.g. StatusTimeout); the outputs are collected as usual.
+	Stop <-chan sandbox.Status
+	// AfterRun is called when the sandbox has ended, before collection.
+	AfterRun func()
+}
+
 // Exec runs one request: stage, run, collect.
 func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
+	return e.ExecWith(ctx, req, nil)
+}
+
+// ExecWith is Exec with hooks (nil: none).
+func (e *Engine) ExecWith(ctx context.Context, req Request, hooks *Hooks) (*Result, error) {
 	if req.Lang == nil {
 		return nil, fmt.Errorf("%w: no language", ErrInvalid)
 	}
@@ -222,7 +240,12 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 
 	var stdout, stderr bytes.Buffer
 	rctx, span := tracing.Tracer().Start(ctx, "sandbox.run", trace.WithAttributes(attribute.String("language", req.Lang.ID)))
-	run, err := e.run(rctx, req, dir, &stdout, &stderr)
+	var run sandbox.Result
+	if hooks == nil {
+		run, err = e.run(rctx, req, dir, &stdout, &stderr)
+	} else {
+		run, err = e.runHooked(rctx, req, dir, &stdout, &stderr, hooks)
+	}
 	span.SetAttributes(attribute.String("status", string(run.Status)), attribute.Int("exit_code", run.ExitCode))
 	span.End()
 	if err != nil {
@@ -259,6 +282,42 @@ func (e *Engine) Exec(ctx context.Context, req Request) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// runHooked runs a request's spec as hooks shape it, without the compile
+// cache (hooked runs are interpreted languages).
+func (e *Engine) runHooked(ctx context.Context, req Request, dir string, stdout, stderr *bytes.Buffer, hooks *Hooks) (sandbox.Result, error) {
+	spec := e.spec(req, dir)
+	spec.Stdout, spec.Stderr = stdout, stderr
+	if hooks.AfterRun != nil {
+		defer hooks.AfterRun()
+	}
+	if hooks.Prepare != nil {
+		if err := hooks.Prepare(dir, &spec); err != nil {
+			return sandbox.Result{}, err
+		}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stopped sandbox.Status
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case st := <-hooks.Stop:
+			stopped = st
+			cancel()
+		case <-done:
+		}
+	}()
+	run, err := e.box.Run(rctx, spec)
+	close(done)
+	<-watched
+	if stopped != "" && (run.Status == sandbox.StatusKilled || err != nil) && ctx.Err() == nil {
+		run.Status, err = stopped, nil
+	}
+	return run, err
 }
 
 // statusNote explains in stderr why the sandbox stopped the code, so that a

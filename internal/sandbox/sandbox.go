@@ -64,6 +64,10 @@ type Spec struct {
 	// in total; the run ends with StatusOutputLimit when more is produced.
 	Stdout io.Writer
 	Stderr io.Writer
+	// Cold runs the spec in a fresh sandbox, never in a warm pool's child:
+	// for runs that talk to the server for their whole life (programmatic
+	// tool calling), where the pool's shortcuts bring nothing.
+	Cold bool
 }
 
 // File is a file the sandbox writes inside itself before the first step.

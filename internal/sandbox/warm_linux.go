@@ -254,7 +254,7 @@ func (p *warmPool) describe() map[string]any {
 // in a warm child (the program is pid 2 under pid 1, as in a cold run).
 // Multi-step specs (compile and run) and networked runs run cold.
 func (p *warmPool) serves(spec Spec, lim Limits) (ok, execProgram bool, code []byte) {
-	if len(spec.Steps) != 1 || lim.Network {
+	if len(spec.Steps) != 1 || lim.Network || spec.Cold {
 		return false, false, nil
 	}
 	argv := spec.Steps[0].Argv
