@@ -31,9 +31,10 @@ fmt-check:
 # languages, storage servers, the real LibreChat client end to end, the
 # container image) with the race detector. One package at a time: several
 # tests measure time limits, and a 2-core machine shared by parallel packages
-# would blur them.
+# would blur them. skipcheck prints what plain go test would, and with
+# CI=true fails on any skip not listed in test/skips.txt.
 test: build vet fmt-check
-	go test -race -count=1 -p 1 -timeout 80m ./...
+	set -o pipefail; go test -json -race -count=1 -p 1 -timeout 80m ./... | go run ./internal/testenv/skipcheck
 	# The attack suite and every language again, served by the warm pool
 	# (Python in forked templates, every other single-step run spawned
 	# from a warm child).
