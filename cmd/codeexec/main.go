@@ -233,6 +233,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 			return fmt.Errorf("metrics listener: %w", err)
 		}
 		msrv = &http.Server{Handler: mets.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("metrics listening", "addr", mln.Addr().String())
 		go msrv.Serve(mln)
 		defer msrv.Close()
 	}
