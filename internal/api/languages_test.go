@@ -140,7 +140,7 @@ func chartCode(titleColor string) string {
 func referenceChart(t *testing.T, code string) ([]byte, string) {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("python3", "-c", code)
+	cmd := exec.Command("/usr/bin/python3", "-c", code) // the interpreter the sandbox runs
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "MPLCONFIGDIR=" + filepath.Join(dir, ".mpl"), "MPLBACKEND=Agg"}
 	var stderr bytes.Buffer
