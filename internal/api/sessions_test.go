@@ -26,6 +26,10 @@ type v1Exec struct {
 }
 
 // TestSessionsAPI walks the integration guide's table end to end.
+//
+// KNOWN FAILURE under gVisor (found by this matrix, reported to the lead):
+// a session file in a subdirectory (notes/a.txt) is not reachable there,
+// `ls notes` answers "Invalid argument".
 func TestSessionsAPI(t *testing.T) {
 	if !onBackends(t, allBackends...) {
 		return
