@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,6 +77,7 @@ func backendChosen() bool {
 func onBackends(t *testing.T, bs ...backend) bool {
 	t.Helper()
 	own := testBackend()
+	declared.Store(t.Name(), true)
 	if backendChosen() {
 		if !slices.Contains(bs, own) {
 			// Not a gap: the test did not claim this backend.
@@ -90,6 +92,10 @@ func onBackends(t *testing.T, bs ...backend) bool {
 	}
 	return slices.Contains(bs, own)
 }
+
+// declared holds the tests that called onBackends: on a chosen backend
+// other than cold, newEnv skips the others (they claim only cold).
+var declared sync.Map
 
 // runOnBackend runs the top-level test of t in a child process on backend b.
 func runOnBackend(t *testing.T, b backend) {
@@ -155,6 +161,11 @@ type envOption func(*engine.Limits, *auth.Config)
 // newEnv starts a server with test-sized limits, changed by opts.
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	if top, _, _ := strings.Cut(t.Name(), "/"); backendChosen() && testBackend() != cold {
+		if _, ok := declared.Load(top); !ok {
+			t.Skipf("%s declares no backends: it holds on cold only", top)
+		}
+	}
 	runDir, err := os.MkdirTemp("", "codeexec-run-")
 	if err != nil {
 		t.Fatal(err)
