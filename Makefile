@@ -35,13 +35,11 @@ fmt-check:
 # languages, storage servers, the real LibreChat client end to end, the
 # container image) with the race detector. One package at a time: several
 # tests measure time limits, and a 2-core machine shared by parallel packages
-# would blur them.
+# would blur them. The API tests run on every backend they declare (cold,
+# warm, gVisor: onBackends in internal/api/main_test.go). skipcheck prints what plain go test would, and with
+# CI=true fails on any skip not listed in test/skips.txt.
 test: test-deps build vet fmt-check
-	go test -race -count=1 -p 1 -timeout 80m ./...
-	# The attack suite and every language again, served by the warm pool
-	# (Python in forked templates, every other single-step run spawned
-	# from a warm child).
-	CODEEXEC_TEST_WARM=1 go test -race -count=1 -timeout 15m -run '^(TestAttack|TestEveryLanguage|TestBashHasPython|TestPandasReadsUploadedCSV|TestMatplotlibPNG)' -skip TestAttacksUnderGVisor ./internal/api/
+	set -o pipefail; go test -json -race -count=1 -p 1 -timeout 80m ./... | go run ./internal/testenv/skipcheck
 
 # The performance benchmark (bench/main.go): codeexec against bare process
 # starts, side by side on this machine; writes bench/results.json.

@@ -143,12 +143,16 @@ func one(ctx context.Context, c *http.Client, base, key, lang, code string, i in
 		var out struct {
 			SessionID string `json:"session_id"`
 			Stdout    string `json:"stdout"`
+			Stderr    string `json:"stderr"`
+			Status    string `json:"status"`
+			ExitCode  int    `json:"exit_code"`
 			Files     []struct {
 				ID   string `json:"id"`
 				Name string `json:"name"`
 			} `json:"files"`
 		}
-		if json.Unmarshal(b, &out) != nil || out.Stdout != fmt.Sprintf("%d\n", i) {
+		// A clean run: exactly its stdout, nothing on stderr.
+		if json.Unmarshal(b, &out) != nil || out.Stdout != fmt.Sprintf("%d\n", i) || out.Stderr != "" || out.Status != "ok" || out.ExitCode != 0 {
 			r.wrongOutput = true
 			return r
 		}

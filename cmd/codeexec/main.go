@@ -261,6 +261,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 			log.Warn("CODEEXEC_METRICS_ADDR listens on every interface and /metrics there has no authentication; bind it to a private address (e.g. 127.0.0.1:9090) or keep the port off public networks", "addr", cfg.MetricsAddr)
 		}
 		msrv = &http.Server{Handler: mets.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("metrics listening", "addr", mln.Addr().String())
 		go msrv.Serve(mln)
 		defer msrv.Close()
 	}

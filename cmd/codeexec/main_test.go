@@ -94,14 +94,32 @@ type server struct {
 	done   chan error
 }
 
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// listenAddr waits for the server's log line msg ("listening", "metrics
+// listening") and returns the address it reports as 127.0.0.1:port: the
+// server binds port 0 itself, so no port picked by the test can be taken
+// meanwhile.
+func listenAddr(t *testing.T, log func() string, msg string, exited <-chan struct{}) string {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(log(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg && rec.Addr != "" {
+				_, port, err := net.SplitHostPort(rec.Addr)
+				if err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				return "127.0.0.1:" + port
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the server exited before logging %q:\n%s", msg, log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q log line:\n%s", msg, log())
+		}
 	}
-	defer l.Close()
-	_, p, _ := net.SplitHostPort(l.Addr().String())
-	return p
 }
 
 type lockedBuffer struct {
@@ -119,16 +137,17 @@ func startServer(t *testing.T, env ...string) *server {
 	t.Helper()
 	runDir, _ := os.MkdirTemp("", "codeexec-run-")
 	os.Chmod(runDir, 0o711)
-	port := freePort(t)
-	s := &server{t: t, url: "http://127.0.0.1:" + port, key: "k-" + port, runDir: runDir, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	s := &server{t: t, key: "k-" + filepath.Base(runDir), runDir: runDir, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(filepath.Join(binDir, "codeexec"), "serve")
-	s.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=" + port, "CODEEXEC_API_KEY=" + s.key,
+	s.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=0", "CODEEXEC_API_KEY=" + s.key,
 		"CODEEXEC_STORAGE_DIR=" + t.TempDir(), "CODEEXEC_RUN_DIR=" + runDir}, env...)
 	s.cmd.Stderr = lockedBuffer{s.mu, s.stderr}
+	s.cmd.Stdout = s.cmd.Stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- s.cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { s.done <- s.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		s.cmd.Process.Kill()
 		<-s.done
@@ -137,20 +156,24 @@ func startServer(t *testing.T, env ...string) *server {
 			t.Logf("server log:\n%s", s.log())
 		}
 	})
-	for i := 0; ; i++ {
-		resp, err := http.Get(s.url + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if i > 200 {
-			t.Fatalf("server did not come up: %v\n%s", err, s.log())
-		}
-		time.Sleep(25 * time.Millisecond)
+	s.url = "http://" + listenAddr(t, s.log, "listening", exited)
+	if code, b := s.request("GET", "/health", ""); code != 200 {
+		t.Fatalf("health: %d %s", code, b)
 	}
 	return s
+}
+
+// exitCode waits for the server to exit and returns its error.
+func (s *server) exit(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(within):
+		t.Fatalf("server did not exit within %v", within)
+		return nil
+	}
 }
 
 func (s *server) log() string {
@@ -283,10 +306,12 @@ func TestLoadGetsOnlyOKAndWellFormed429(t *testing.T) {
 	}
 }
 
-// TestSIGTERMDrains stops the server while executions run: they finish, new
-// requests get a JSON 503, the process exits 0 and leaves nothing behind.
+// TestSIGTERMDrains stops the server while executions run and queue: they
+// finish, /ready answers 503 "draining" so that load balancers stop sending
+// traffic, new requests get the promised JSON 503, and the process exits 0
+// leaving nothing behind.
 func TestSIGTERMDrains(t *testing.T) {
-	s := startServer(t, "CODEEXEC_MAX_CONCURRENCY=2", "CODEEXEC_SHUTDOWN_GRACE_SECONDS=20")
+	s := startServer(t, "CODEEXEC_MAX_CONCURRENCY=2", "CODEEXEC_SHUTDOWN_GRACE_SECONDS=30")
 	health := s.health(t)
 	type res struct {
 		code int
@@ -295,67 +320,159 @@ func TestSIGTERMDrains(t *testing.T) {
 	results := make(chan res, 3)
 	for i := 0; i < 3; i++ {
 		go func() {
-			c, b := s.request("POST", "/exec", `{"lang":"bash","code":"sleep 1.5; echo done"}`)
+			c, b := s.request("POST", "/exec", `{"lang":"bash","code":"sleep 2.5; echo done"}`)
 			results <- res{c, b}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond)
+	waitMetric(t, s, "codeexec_executions_running", 2)
+	waitMetric(t, s, "codeexec_queue_depth", 1)
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(100 * time.Millisecond)
+	// Draining is observable: /ready turns 503 (no API key needed).
+	var ready []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(s.url + "/ready")
+		if err != nil {
+			t.Fatalf("/ready while draining: %v", err)
+		}
+		ready, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready still %d after SIGTERM: %s", resp.StatusCode, ready)
+		}
+	}
+	// (The drain guard answers every route but /health before any handler:
+	// handleReady's own "draining" answer is never reached.)
+	if string(ready) != `{"error":"Service is shutting down"}`+"\n" {
+		t.Errorf("/ready while draining: %s", ready)
+	}
 	code, b := s.request("POST", "/exec", `{"lang":"py","code":"print(1)"}`)
-	if code != 0 && (code != 503 || !bytes.Contains(b, []byte(`"error"`))) {
+	if code != 503 || string(b) != `{"error":"Service is shutting down"}`+"\n" {
 		t.Errorf("request during drain: %d %s", code, b)
 	}
 	for i := 0; i < 3; i++ {
 		r := <-results
-		if r.code != 200 || !bytes.Contains(r.body, []byte(`"stdout":"done\n"`)) {
+		var got struct{ Stdout, Stderr, Status string }
+		if r.code != 200 || json.Unmarshal(r.body, &got) != nil || got.Stdout != "done\n" || got.Stderr != "" || got.Status != "ok" {
 			t.Errorf("in-flight execution: %d %s", r.code, r.body)
 		}
 	}
-	select {
-	case err := <-s.done:
-		s.done <- err
-		if err != nil {
-			t.Fatalf("exit: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not exit")
+	if err := s.exit(t, 30*time.Second); err != nil {
+		t.Fatalf("exit: %v", err)
 	}
 	if l := s.leftovers(health); len(l) > 0 {
 		t.Fatalf("left behind: %v", l)
 	}
 }
 
+// waitMetric waits until /metrics reports want for name.
+func waitMetric(t *testing.T, s *server, name string, want float64) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); s.metric(t, name) != want; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %v, want %v", name, s.metric(t, name), want)
+		}
+	}
+}
+
 // TestSIGTERMKillsAfterGrace: an execution longer than the grace period is
-// killed and reported; the process still exits 0 and cleans up.
+// killed and answered with status killed; the process still exits 0 and
+// cleans up.
 func TestSIGTERMKillsAfterGrace(t *testing.T) {
 	s := startServer(t, "CODEEXEC_SHUTDOWN_GRACE_SECONDS=1")
 	health := s.health(t)
-	got := make(chan []byte, 1)
+	type res struct {
+		code int
+		body []byte
+	}
+	got := make(chan res, 1)
 	go func() {
-		_, b := s.request("POST", "/exec", `{"lang":"bash","code":"sleep 60"}`)
-		got <- b
+		c, b := s.request("POST", "/exec", `{"lang":"bash","code":"echo started; sleep 60"}`)
+		got <- res{c, b}
 	}()
-	time.Sleep(400 * time.Millisecond)
+	waitMetric(t, s, "codeexec_executions_running", 1)
 	start := time.Now()
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s.done:
-		s.done <- err
-		if err != nil {
-			t.Fatalf("exit: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not exit")
+	if err := s.exit(t, 20*time.Second); err != nil {
+		t.Fatalf("exit: %v", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("exit took %v with a 1 s grace", d)
 	}
-	if b := <-got; !bytes.Contains(b, []byte(`"status":"killed"`)) && len(b) > 0 && !bytes.Contains(b, []byte("EOF")) {
-		t.Errorf("killed execution answered %s", b)
+	r := <-got
+	var ans struct{ Stdout, Stderr, Status string }
+	if r.code != 200 || json.Unmarshal(r.body, &ans) != nil || ans.Status != "killed" ||
+		ans.Stderr != "\n[codeexec] execution was cancelled\n" || ans.Stdout != "started\n" {
+		t.Errorf("killed execution answered %d %s", r.code, r.body)
 	}
 	if l := s.leftovers(health); len(l) > 0 {
 		t.Fatalf("left behind: %v", l)
+	}
+}
+
+// TestMetricsNeedTheKeyOrTheirOwnListener: /metrics on the main port is
+// behind the API key; with CODEEXEC_METRICS_ADDR it is served there (for a
+// scraper on a private network) and not on the main port.
+func TestMetricsNeedTheKeyOrTheirOwnListener(t *testing.T) {
+	s := startServer(t)
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !bytes.HasPrefix(b, []byte(`{"error":"Unauthorized`)) {
+		t.Fatalf("/metrics without a key: %d %s", resp.StatusCode, b)
+	}
+	if code, b := s.request("GET", "/metrics", ""); code != 200 || !bytes.Contains(b, []byte("codeexec_build_info")) {
+		t.Fatalf("/metrics with the key: %d %.200s", code, b)
+	}
+
+	s = startServer(t, "CODEEXEC_METRICS_ADDR=127.0.0.1:0")
+	addr := listenAddr(t, s.log, "metrics listening", nil)
+	resp, err = http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte("codeexec_build_info")) {
+		t.Fatalf("metrics listener: %d %.200s", resp.StatusCode, b)
+	}
+	if code, b := s.request("GET", "/metrics", ""); code != 404 {
+		t.Fatalf("/metrics on the main port with a metrics listener: %d %.200s", code, b)
+	}
+}
+
+// TestServerLogNeverContainsAKey sends the key every way clients do (legacy
+// clients put it in the JSON body too), right and wrong, and reads the
+// whole server log.
+func TestServerLogNeverContainsAKey(t *testing.T) {
+	s := startServer(t, "CODEEXEC_LOG_LEVEL=debug")
+	wrong := "sk-wrong-" + filepath.Base(s.runDir)
+	for _, hdr := range [][2]string{{"X-API-Key", s.key}, {"Authorization", "Bearer " + s.key}, {"X-API-Key", wrong}, {"Authorization", "Bearer " + wrong}} {
+		body := `{"lang":"py","code":"print(1)","LIBRECHAT_CODE_API_KEY":"` + s.key + `","api_key":"` + wrong + `"}`
+		req, _ := http.NewRequest("POST", s.url+"/exec?key="+wrong, strings.NewReader(body))
+		req.Header.Set(hdr[0], hdr[1])
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.exit(t, 30*time.Second)
+	log := s.log()
+	if !strings.Contains(log, `"msg":"request"`) {
+		t.Fatalf("no request was logged:\n%s", log)
+	}
+	for _, k := range []string{s.key, wrong} {
+		if strings.Contains(log, k) {
+			t.Fatalf("the server log contains a key:\n%s", log)
+		}
 	}
 }
 
@@ -388,8 +505,7 @@ func TestTracesExported(t *testing.T) {
 		t.Fatalf("%d %s", code, b)
 	}
 	s.cmd.Process.Signal(syscall.SIGTERM) // flushes the exporter
-	<-s.done
-	s.done <- nil
+	s.exit(t, 30*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	for _, want := range []string{"POST /exec", "auth", "queue", "stage", "sandbox.run", "collect"} {
@@ -414,30 +530,23 @@ func TestDegradedOnlyWhenAllowed(t *testing.T) {
 			"CODEEXEC_RUN_DIR=" + runDir}, env...)
 		return cmd
 	}
-	out, err := hide("CODEEXEC_PORT=" + freePort(t)).CombinedOutput()
+	out, err := hide("CODEEXEC_PORT=0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "CODEEXEC_SANDBOX_ALLOW_DEGRADED") {
 		t.Fatalf("serve started without cgroups, or did not say how to allow it: %v\n%s", err, out)
 	}
 
-	port := freePort(t)
-	cmd := hide("CODEEXEC_PORT="+port, "CODEEXEC_SANDBOX_ALLOW_DEGRADED=true", "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_MAX_PIDS=32")
+	cmd := hide("CODEEXEC_PORT=0", "CODEEXEC_SANDBOX_ALLOW_DEGRADED=true", "CODEEXEC_MAX_MEMORY_MB=256", "CODEEXEC_MAX_PIDS=32")
+	var mu sync.Mutex
 	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	cmd.Stderr = lockedBuffer{&mu, &logs}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	s := &server{t: t, url: "http://127.0.0.1:" + port, key: "k"}
-	for i := 0; ; i++ {
-		if resp, err := http.Get(s.url + "/health"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i > 200 {
-			t.Fatalf("degraded server did not start:\n%s", logs.String())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); <-exited }()
+	log := func() string { mu.Lock(); defer mu.Unlock(); return logs.String() }
+	s := &server{t: t, url: "http://" + listenAddr(t, log, "listening", exited), key: "k"}
 	h := s.health(t)
 	if iso := h["isolation"].(map[string]any); iso["degraded"] != true {
 		t.Fatalf("health does not say degraded: %v", iso)

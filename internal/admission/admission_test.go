@@ -24,8 +24,10 @@ func TestBoundsConcurrencyAndQueue(t *testing.T) {
 		}
 		got <- err
 	}()
-	for c.Stats().Queued != 1 {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); c.Stats().Queued != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the third acquire never queued")
+		}
 	}
 	// The queue holds one: the next is turned away at once with a hint.
 	_, _, err := c.Acquire(context.Background())
@@ -50,8 +52,15 @@ func TestWaitTimeoutAndCancel(t *testing.T) {
 	if _, _, err := c.Acquire(context.Background()); !errors.As(err, new(*ErrBusy)) {
 		t.Fatalf("want timeout busy, got %v", err)
 	}
+	// Cancelled once it is seen waiting (not after a guessed delay).
+	c.wait = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+	go func() {
+		for c.Stats().Queued != 1 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
 	if _, _, err := c.Acquire(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("want canceled, got %v", err)
 	}

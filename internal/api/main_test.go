@@ -13,7 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +26,7 @@ import (
 	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/storage"
+	"github.com/codeexec/codeexec/internal/testenv"
 )
 
 // The sandbox re-executes the test binary as its init.
@@ -33,36 +37,92 @@ func TestMain(m *testing.M) {
 
 const testKey = "test-key-0123456789"
 
-// testBackend is the sandbox newEnv builds: CODEEXEC_TEST_SANDBOX (native,
-// the default, or gvisor).
-func testBackend() string { return os.Getenv("CODEEXEC_TEST_SANDBOX") }
+// backend is a sandbox configuration the API's behaviour must hold on.
+type backend string
 
-// TestAttacksUnderGVisor runs the attack suite (TestAttack*) again with the
-// gVisor backend, in a child process of this test binary, so that
-// `go test -run Attack` covers both backends. Without runsc it skips,
-// except in CI.
-func TestAttacksUnderGVisor(t *testing.T) {
-	if testBackend() != "" {
-		t.Skip("this run already chose a backend")
-	}
-	if _, err := exec.LookPath("runsc"); err != nil || os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the gVisor attack suite needs root and runsc (Debian package runsc)")
+const (
+	cold   backend = "cold"   // the native sandbox, every run spawned afresh
+	warm   backend = "warm"   // the native sandbox with the warm pool
+	gvisor backend = "gvisor" // the gVisor backend
+)
+
+var allBackends = []backend{cold, warm, gvisor}
+
+// testBackend is the backend newEnv builds: CODEEXEC_TEST_SANDBOX (cold,
+// the default; warm; gvisor). CODEEXEC_TEST_WARM=1 is the older spelling
+// of warm.
+func testBackend() backend {
+	switch v := os.Getenv("CODEEXEC_TEST_SANDBOX"); v {
+	case "", "cold", "native":
+		if os.Getenv("CODEEXEC_TEST_WARM") == "1" {
+			return warm
 		}
-		t.Skip("needs root and runsc")
+		return cold
+	default:
+		return backend(v)
 	}
-	args := []string{"-test.run=^TestAttack", "-test.skip=^TestAttacksUnderGVisor$", "-test.count=1",
-		"-test.timeout=5m", fmt.Sprintf("-test.v=%v", testing.Verbose()), fmt.Sprintf("-test.short=%v", testing.Short())}
+}
+
+// backendChosen reports whether this process runs one backend only: a
+// child of onBackends, or a person's choice.
+func backendChosen() bool {
+	return os.Getenv("CODEEXEC_TEST_SANDBOX") != "" || os.Getenv("CODEEXEC_TEST_WARM") == "1"
+}
+
+// onBackends declares the backends test t must hold on; it replaces a
+// hand-kept list of tests to re-run. In a plain `go test` it runs t again
+// on each declared backend other than this process's own, each as a
+// subtest (t/warm, t/gvisor) in a child process of the test binary, and
+// reports whether t's body is to run here too. In a process that chose its
+// backend, t runs only if it declared it.
+func onBackends(t *testing.T, bs ...backend) bool {
+	t.Helper()
+	own := testBackend()
+	declared.Store(t.Name(), true)
+	if backendChosen() {
+		if !slices.Contains(bs, own) {
+			// Not a gap: the test did not claim this backend.
+			t.Skipf("not declared for the %s backend", own)
+		}
+		return true
+	}
+	for _, b := range bs {
+		if b != own {
+			t.Run(string(b), func(t *testing.T) { runOnBackend(t, b) })
+		}
+	}
+	return slices.Contains(bs, own)
+}
+
+// declared holds the tests that called onBackends: on a chosen backend
+// other than cold, newEnv skips the others (they claim only cold).
+var declared sync.Map
+
+// runOnBackend runs the top-level test of t in a child process on backend b.
+func runOnBackend(t *testing.T, b backend) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "the sandbox backends need root")
+	}
+	if _, err := exec.LookPath("runsc"); err != nil && b == gvisor {
+		testenv.Skip(t, "runsc is not installed (Debian package runsc, scripts/packages.txt)")
+	}
+	name, _, _ := strings.Cut(t.Name(), "/")
+	args := []string{"-test.run=^" + regexp.QuoteMeta(name) + "$", "-test.count=1", "-test.v=true",
+		"-test.timeout=10m", fmt.Sprintf("-test.short=%v", testing.Short())}
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "CODEEXEC_TEST_SANDBOX=gvisor")
+	cmd.Env = append(os.Environ(), "CODEEXEC_TEST_SANDBOX="+string(b))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if testing.Verbose() {
-		cmd.Stdout = io.MultiWriter(&out, os.Stdout)
-		cmd.Stderr = cmd.Stdout
+	err := cmd.Run()
+	if err != nil {
+		t.Fatalf("%s on the %s backend: %v\n%s", name, b, err, out.Bytes())
 	}
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("attack suite under gVisor: %v\n%s", err, out.Bytes())
+	// A child whose filter matched nothing also exits 0: insist it ran.
+	if !bytes.Contains(out.Bytes(), []byte("--- PASS: "+name+" ")) {
+		t.Fatalf("%s did not pass on the %s backend:\n%s", name, b, out.Bytes())
+	}
+	if testing.Verbose() {
+		t.Logf("%s", out.Bytes())
 	}
 }
 
@@ -102,12 +162,17 @@ type envOption func(*engine.Limits, *auth.Config)
 // newEnv starts a server with test-sized limits, changed by opts.
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	return newEnvWarm(t, os.Getenv("CODEEXEC_TEST_WARM") == "1", opts...)
+	if top, _, _ := strings.Cut(t.Name(), "/"); backendChosen() && testBackend() != cold {
+		if _, ok := declared.Load(top); !ok {
+			t.Skipf("%s declares no backends: it holds on cold only", top)
+		}
+	}
+	return newEnvOn(t, testBackend(), opts...)
 }
 
-// newEnvWarm is newEnv with the warm pool on or off, whatever
-// CODEEXEC_TEST_WARM says.
-func newEnvWarm(t testing.TB, warm bool, opts ...envOption) *env {
+// newEnvOn is newEnv on backend b, whatever the test run chose (for tests
+// that compare two backends in one run).
+func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 	t.Helper()
 	runDir, err := os.MkdirTemp("", "codeexec-run-")
 	if err != nil {
@@ -136,13 +201,13 @@ func newEnvWarm(t testing.TB, warm bool, opts ...envOption) *env {
 	// CODEEXEC_TEST_WARM=1 serves single-step runs from the warm pool (the
 	// suite then attacks the warm path): Python in forked templates, bash
 	// and the other languages spawned from warm children.
-	if warm && testBackend() != "gvisor" {
+	if b == warm {
 		py, _ := lang.Lookup("py")
 		lc.Warm = sandbox.WarmConfig{Python: 2, Env: engine.StepEnv(py),
 			Limits: sandbox.Limits{MemoryBytes: limits.MemoryBytes, Pids: limits.Pids}}
 	}
 	var box sandbox.Sandbox
-	if testBackend() == "gvisor" {
+	if b == gvisor {
 		g, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: lc})
 		if err != nil {
 			t.Fatal(err)
@@ -185,9 +250,14 @@ func newEnvWarm(t testing.TB, warm bool, opts ...envOption) *env {
 // do sends a request with the test key unless headers say otherwise.
 func (e *env) do(method, path string, body io.Reader, headers ...string) *http.Response {
 	e.t.Helper()
+	return e.doIn(e.t, method, path, body, headers...)
+}
+
+func (e *env) doIn(t testing.TB, method, path string, body io.Reader, headers ...string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	req.Header.Set("X-API-Key", testKey)
 	for i := 0; i+1 < len(headers); i += 2 {
@@ -199,7 +269,7 @@ func (e *env) do(method, path string, body io.Reader, headers ...string) *http.R
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return resp
 }
@@ -228,8 +298,48 @@ func (e *env) exec(body any) execResult {
 	return decode[execResult](e.t, e.post("/exec", body), http.StatusOK)
 }
 
+// ok runs a body that must succeed: 200, status ok, exit code 0 and an
+// empty stderr (a warning, a traceback caught and printed, a sandbox
+// complaint such as "Bad file descriptor" all fail it).
+func (e *env) ok(body any) execResult {
+	e.t.Helper()
+	return e.okIn(e.t, body)
+}
+
+// okIn is ok reporting to t (a subtest).
+func (e *env) okIn(t testing.TB, body any) execResult {
+	t.Helper()
+	r := decode[execResult](t, e.postIn(t, "/exec", body), http.StatusOK)
+	assertOK(t, r)
+	return r
+}
+
+// assertOK fails t unless r is a clean success.
+func assertOK(t testing.TB, r execResult) {
+	t.Helper()
+	if r.Status != "ok" || r.ExitCode != 0 || r.Stderr != "" {
+		t.Fatalf("want status ok, exit 0, empty stderr; got status %q exit %d stderr %q stdout %q", r.Status, r.ExitCode, r.Stderr, truncateString(r.Stdout, 500))
+	}
+}
+
+// failed runs a body expected to fail with exactly status, exit code and
+// stderr.
+func (e *env) failed(body any, status string, exit int, stderr string) execResult {
+	e.t.Helper()
+	r := e.exec(body)
+	if r.Status != status || r.ExitCode != exit || r.Stderr != stderr {
+		e.t.Fatalf("want status %q exit %d stderr %q; got status %q exit %d stderr %q stdout %q", status, exit, stderr, r.Status, r.ExitCode, r.Stderr, truncateString(r.Stdout, 500))
+	}
+	return r
+}
+
 func (e *env) post(path string, body any, headers ...string) *http.Response {
 	e.t.Helper()
+	return e.postIn(e.t, path, body, headers...)
+}
+
+func (e *env) postIn(t testing.TB, path string, body any, headers ...string) *http.Response {
+	t.Helper()
 	var b []byte
 	switch v := body.(type) {
 	case string:
@@ -237,7 +347,7 @@ func (e *env) post(path string, body any, headers ...string) *http.Response {
 	default:
 		b, _ = json.Marshal(v)
 	}
-	return e.do("POST", path, bytes.NewReader(b), append([]string{"Content-Type", "application/json"}, headers...)...)
+	return e.doIn(t, "POST", path, bytes.NewReader(b), append([]string{"Content-Type", "application/json"}, headers...)...)
 }
 
 type part struct {
@@ -275,11 +385,16 @@ type uploadResult struct {
 
 func (e *env) download(sid, fid string) []byte {
 	e.t.Helper()
-	resp := e.do("GET", "/download/"+sid+"/"+fid, nil)
+	return e.downloadIn(e.t, sid, fid)
+}
+
+func (e *env) downloadIn(t testing.TB, sid, fid string) []byte {
+	t.Helper()
+	resp := e.doIn(t, "GET", "/download/"+sid+"/"+fid, nil)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		e.t.Fatalf("download %s/%s: %d %s", sid, fid, resp.StatusCode, b)
+		t.Fatalf("download %s/%s: %d %s", sid, fid, resp.StatusCode, b)
 	}
 	return b
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/codeexec/codeexec/internal/testenv"
 )
 
 // The order LibreChat's tool enumerates its languages in.
@@ -288,7 +290,7 @@ func requireToolchain(t testing.TB, l *Language) {
 	t.Helper()
 	for _, p := range l.Requires {
 		if _, err := os.Stat(p); err != nil {
-			t.Skipf("%s is not installed (%s missing): install %s (scripts/install-deps.sh)",
+			testenv.Skipf(t, "%s is not installed (%s missing): install %s (scripts/install-deps.sh)",
 				l.Name, p, strings.Join(l.Packages, ", "))
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/codeexec/codeexec/internal/testenv"
 )
 
 // testSecret is put in the test process's environment; no sandbox may see it.
@@ -49,7 +51,7 @@ func TestMain(m *testing.M) {
 func sb(t *testing.T) *Linux {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		testenv.Skip(t, "needs root")
 	}
 	sharedOnce.Do(func() {
 		shared, sharedErr = NewLinux(LinuxConfig{RunDir: testRunDir, Slots: 4})

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"image/color"
+	"image/png"
 	"io"
 	"mime/multipart"
 	"net"
@@ -174,7 +176,7 @@ func TestImage(t *testing.T) {
 		for _, p := range helloPrograms {
 			t.Run(p.lang, func(t *testing.T) {
 				r := c.exec(t, key, map[string]any{"lang": p.lang, "code": p.code})
-				if r.Stdout != p.want+"\n" || r.Status != "ok" {
+				if r.Stdout != p.want+"\n" || r.Status != "ok" || r.ExitCode != 0 || r.Stderr != "" {
 					t.Errorf("%s: status %q stdout %q stderr %q, want stdout %q", p.lang, r.Status, r.Stdout, tail(r.Stderr, 1500), p.want)
 				}
 			})
@@ -193,8 +195,8 @@ open("/mnt/data/out.txt", "w").write("total=%d\n" % df["y"].sum())
 `
 		r := c.exec(t, key, map[string]any{"lang": "py", "code": code,
 			"files": []map[string]string{{"id": up.fileID, "session_id": up.sessionID, "name": "in.csv"}}})
-		if strings.TrimSpace(r.Stdout) != "6" {
-			t.Fatalf("stdout %q stderr %q", r.Stdout, tail(r.Stderr, 2000))
+		if r.Stdout != "6\n" || r.Stderr != "" || r.Status != "ok" || r.ExitCode != 0 {
+			t.Fatalf("status %q exit %d stdout %q stderr %q", r.Status, r.ExitCode, r.Stdout, tail(r.Stderr, 2000))
 		}
 		got := map[string]string{}
 		for _, f := range r.Files {
@@ -207,8 +209,22 @@ open("/mnt/data/out.txt", "w").write("total=%d\n" % df["y"].sum())
 		if body != "total=6\n" {
 			t.Errorf("out.txt = %q", body)
 		}
-		if png := c.download(t, key, r.SessionID, got["plot.png"]); !strings.HasPrefix(png, "\x89PNG") {
-			t.Errorf("plot.png is not a PNG (%d bytes)", len(png))
+		// A chart, not only a PNG: the default 640x480 figure, with ink
+		// (the line, axes, tick labels and legend) on a white background.
+		img, err := png.Decode(strings.NewReader(c.download(t, key, r.SessionID, got["plot.png"])))
+		if err != nil || img.Bounds().Dx() != 640 || img.Bounds().Dy() != 480 {
+			t.Fatalf("plot.png: %v %v", err, img)
+		}
+		dark := 0
+		for y := 0; y < 480; y++ {
+			for x := 0; x < 640; x++ {
+				if g := color.GrayModel.Convert(img.At(x, y)).(color.Gray); g.Y < 100 {
+					dark++
+				}
+			}
+		}
+		if dark < 1500 { // 3066 when drawn by Debian 12's matplotlib
+			t.Errorf("plot.png has %d dark pixels: no axes or labels drawn", dark)
 		}
 	})
 
@@ -612,6 +628,7 @@ type execResult struct {
 	Stdout    string `json:"stdout"`
 	Stderr    string `json:"stderr"`
 	Status    string `json:"status"`
+	ExitCode  int    `json:"exit_code"`
 	Files     []struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`

@@ -46,6 +46,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/codeexec/codeexec/internal/testenv"
 )
 
 const (
@@ -159,7 +161,7 @@ func TestLibreChatClients(t *testing.T) {
 			for _, sc := range scenariosFor(g) {
 				t.Run(g.name+"/"+sc.name, func(t *testing.T) {
 					if sc.skip != "" {
-						t.Skip(sc.skip)
+						testenv.Skip(t, sc.skip) // listed in test/skips.txt
 					}
 					t.Parallel()
 					runScenario(t, here, srv, g, sc, apiKey)

@@ -126,6 +126,31 @@ export function contentText(content) {
   return JSON.stringify(content);
 }
 
+/**
+ * Whether a tool's content is exactly a clean run that printed stdout: both
+ * clients render `stdout:\n${stdout}\n`, then `stderr:\n${stderr}\n` only
+ * when stderr is not empty, then notes of their own (files, session,
+ * reminders) after a blank line; the whole is trimmed. So the expected
+ * stdout must be followed by the end or that blank line, and no stderr
+ * section.
+ */
+export function cleanRun(content, stdout) {
+  const head = `stdout:\n${stdout.replace(/\n$/, '')}`;
+  if (content === head) return true;
+  return content.startsWith(`${head}\n\n`) && !content.slice(head.length + 2).startsWith('stderr:');
+}
+
+/** Whether content is a run that printed exactly stdout then a stderr ending with stderrEnd. */
+export function failedRun(content, stdout, stderrEnd) {
+  const out = stdout.endsWith('\n') ? stdout : `${stdout}\n`;
+  const head = `stdout:\n${out}\nstderr:\n`;
+  if (!content.startsWith(head)) return false;
+  const rest = content.slice(head.length);
+  const end = stderrEnd.replace(/\n$/, '');
+  const i = rest.indexOf(end);
+  return i >= 0 && (rest.length === i + end.length || rest.startsWith('\n', i + end.length));
+}
+
 export function clip(s, n = 600) {
   s = String(s ?? '');
   return s.length > n ? `${s.slice(0, n)}…(${s.length} chars)` : s;

@@ -32,7 +32,7 @@ import FormData from 'form-data';
 import {
   Reporter, readEnv, sha256, reportBytes, pyWriteFile, pyHashFile, hashLine,
   goodFileId, contentText, clip, uploadSamples, pyHashFiles, expectedHashLines,
-  errorText,
+  errorText, cleanRun, failedRun,
 } from '../lib.mjs';
 
 const env = readEnv();
@@ -175,7 +175,7 @@ const scenarios = {
     const tool = newTool();
     await rep.check('execute_code_py', async () => {
       const r = await call(tool, { lang: 'py', code: 'print("hello from codeexec", 6 * 7)' });
-      return { ok: okExec(r) && r.content.startsWith('stdout:\nhello from codeexec 42'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'hello from codeexec 42\n'), ...summarize(r) };
     });
   },
 
@@ -183,7 +183,7 @@ const scenarios = {
     const tool = newTool();
     await rep.check('execute_code_js', async () => {
       const r = await call(tool, { lang: 'js', code: 'console.log("js says", [1, 2, 3].map((x) => x * 2).join(","))' });
-      return { ok: okExec(r) && r.content.includes('js says 2,4,6'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'js says 2,4,6\n'), ...summarize(r) };
     });
   },
 
@@ -191,7 +191,7 @@ const scenarios = {
     const tool = newTool();
     await rep.check('execute_code_at_root', async () => {
       const r = await call(tool, { lang: 'py', code: 'print("root ok")' });
-      return { ok: okExec(r) && r.content.includes('root ok'), baseUrl, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'root ok\n'), baseUrl, ...summarize(r) };
     });
   },
 
@@ -200,12 +200,12 @@ const scenarios = {
     let first;
     await rep.check('exec_double_slash', async () => {
       first = await call(tool, { lang: 'py', code: pyWriteFile('/mnt/data/report.txt', Buffer.from('slash\n')) });
-      return { ok: okExec(first) && first.content.includes('written 6'), baseUrl, ...summarize(first) };
+      return { ok: okExec(first) && cleanRun(first.content, 'written 6\n'), baseUrl, ...summarize(first) };
     });
     await rep.check('files_double_slash', async () => {
       const sid = sessionIdFromOutput(first?.content ?? '');
       const r = await call(tool, { lang: 'py', code: pyHashFile('/mnt/data/report.txt'), session_id: sid });
-      return { ok: okExec(r) && r.content.includes(hashLine(Buffer.from('slash\n'))), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${hashLine(Buffer.from('slash\n'))}\n`), ...summarize(r) };
     });
   },
 
@@ -218,7 +218,7 @@ const scenarios = {
       written = r;
       const f = (r.artifact?.files ?? []).find((x) => x.name === 'report.txt');
       return {
-        ok: okExec(r) && r.content.includes(`written ${bytes.length}`) && f != null && goodFileId(f.id) &&
+        ok: okExec(r) && cleanRun(r.content, `written ${bytes.length}\n`) && f != null && goodFileId(f.id) &&
           r.content.includes('- /mnt/data/report.txt') && sessionIdFromOutput(r.content) === r.artifact.session_id,
         ...summarize(r),
       };
@@ -227,7 +227,7 @@ const scenarios = {
       const sid = sessionIdFromOutput(written?.content ?? '');
       if (sid == null) return { ok: false, error: 'no session_id line in the write call output' };
       const r = await call(tool, { lang: 'py', code: pyHashFile('/mnt/data/report.txt'), session_id: sid });
-      return { ok: okExec(r) && r.content.includes(hashLine(bytes)), want: hashLine(bytes), session_id_arg: sid, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${hashLine(bytes)}\n`), want: hashLine(bytes), session_id_arg: sid, ...summarize(r) };
     });
     await rep.check('download_byte_exact', async () => {
       const f = (written?.artifact?.files ?? []).find((x) => x.name === 'report.txt');
@@ -256,15 +256,14 @@ const scenarios = {
     await rep.check('py_exception_is_stderr', async () => {
       const r = await call(tool, { lang: 'py', code: 'print("before")\ndef f():\n    raise ValueError("e2e-boom")\nf()' });
       return {
-        ok: okExec(r) && r.content.includes('stdout:\nbefore') && r.content.includes('stderr:\n') &&
-          r.content.includes('Traceback') && r.content.includes('ValueError: e2e-boom') && !r.content.includes('HTTP error'),
+        ok: okExec(r) && failedRun(r.content, 'before', 'ValueError: e2e-boom\n') && r.content.includes('Traceback') && !r.content.includes('HTTP error'),
         ...summarize(r),
       };
     });
     await rep.check('py_nonzero_exit_is_200', async () => {
       const r = await call(tool, { lang: 'py', code: 'import sys\nprint("out-line")\nprint("err-line", file=sys.stderr)\nsys.exit(7)' });
       return {
-        ok: okExec(r) && r.content.includes('stdout:\nout-line') && r.content.includes('stderr:\nerr-line') && !r.content.includes('HTTP error'),
+        ok: okExec(r) && failedRun(r.content, 'out-line', 'err-line\n') && !r.content.includes('HTTP error'),
         ...summarize(r),
       };
     });
@@ -293,7 +292,7 @@ const scenarios = {
           lang: 'py',
           code: 'import csv\nrows = list(csv.DictReader(open("/mnt/data/sales.csv")))\nprint("total", sum(int(r["amount"]) for r in rows))\n' + pyHashFile('/mnt/data/sales.csv'),
         });
-        return { ok: okExec(r) && r.content.includes('total 42') && r.content.includes(hashLine(s.bytes)), ...summarize(r) };
+        return { ok: okExec(r) && cleanRun(r.content, `total 42\n${hashLine(s.bytes)}\n`), ...summarize(r) };
       });
     }
   },
@@ -317,7 +316,7 @@ const scenarios = {
       const refs = up.files.map((f) => ({ id: f.fileId, session_id: up.session_id, name: f.filename }));
       const r = await call(newTool(refs), { lang: 'py', code: pyHashFiles(files.map((f) => f.filename)) });
       const want = expectedHashLines(files);
-      return { ok: okExec(r) && want.every((w) => r.content.includes(w)), want, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${want.join('\n')}\n`), want, ...summarize(r) };
     });
   },
 
@@ -327,7 +326,7 @@ const scenarios = {
       const t0 = Date.now();
       const r = await call(newTool(), { lang: 'py', code: `import time\ntime.sleep(${secs})\nprint("slept ${secs}")` });
       const elapsed = Date.now() - t0;
-      return { ok: okExec(r) && r.content.includes(`slept ${secs}`) && elapsed >= secs * 1000, elapsed_ms: elapsed, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `slept ${secs}\n`) && elapsed >= secs * 1000, elapsed_ms: elapsed, ...summarize(r) };
     });
   },
 

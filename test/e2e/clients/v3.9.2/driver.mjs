@@ -34,7 +34,7 @@ import FormData from 'form-data';
 import {
   Reporter, readEnv, sha256, reportBytes, pyWriteFile, pyHashFile, hashLine,
   goodFileId, contentText, clip, uploadSamples, pyHashFiles, expectedHashLines,
-  errorText,
+  errorText, cleanRun, failedRun,
 } from '../lib.mjs';
 
 const env = readEnv();
@@ -228,7 +228,7 @@ const scenarios = {
     const run = newRun();
     await rep.check('execute_code_py', async () => {
       const r = await run.call('execute_code', { lang: 'py', code: 'print("hello from codeexec", 6 * 7)' });
-      return { ok: okExec(r) && r.content.startsWith('stdout:\nhello from codeexec 42'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'hello from codeexec 42\n'), ...summarize(r) };
     });
   },
 
@@ -236,7 +236,7 @@ const scenarios = {
     const run = newRun();
     await rep.check('execute_code_js', async () => {
       const r = await run.call('execute_code', { lang: 'js', code: 'console.log("js says", [1, 2, 3].map((x) => x * 2).join(","))' });
-      return { ok: okExec(r) && r.content.includes('js says 2,4,6'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'js says 2,4,6\n'), ...summarize(r) };
     });
   },
 
@@ -244,7 +244,7 @@ const scenarios = {
     const run = newRun();
     await rep.check('execute_code_at_root', async () => {
       const r = await run.call('execute_code', { lang: 'py', code: 'print("root ok")' });
-      return { ok: okExec(r) && r.content.includes('root ok'), baseUrl, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'root ok\n'), baseUrl, ...summarize(r) };
     });
   },
 
@@ -257,7 +257,7 @@ const scenarios = {
       written = r;
       const f = (r.artifact?.files ?? []).find((x) => x.name === 'report.txt');
       return {
-        ok: okExec(r) && r.content.includes(`written ${bytes.length}`) && f != null && goodFileId(f.id) && f.inherited !== true,
+        ok: okExec(r) && cleanRun(r.content, `written ${bytes.length}\n`) && f != null && goodFileId(f.id) && f.inherited !== true,
         ...summarize(r),
       };
     });
@@ -268,11 +268,11 @@ const scenarios = {
     }));
     await rep.check('read_next_call', async () => {
       const r = await run.call('execute_code', { lang: 'py', code: pyHashFile('/mnt/data/report.txt') });
-      return { ok: okExec(r) && r.content.includes(hashLine(bytes)), want: hashLine(bytes), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${hashLine(bytes)}\n`), want: hashLine(bytes), ...summarize(r) };
     });
     await rep.check('read_via_bash_tool', async () => {
       const r = await run.call('bash_tool', { command: 'sha256sum /mnt/data/report.txt && wc -c < /mnt/data/report.txt' });
-      return { ok: okExec(r) && r.content.includes(sha256(bytes)) && r.content.includes(String(bytes.length)), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${sha256(bytes)}  /mnt/data/report.txt\n${bytes.length}\n`), ...summarize(r) };
     });
     await rep.check('download_byte_exact', async () => {
       const f = (written?.artifact?.files ?? []).find((x) => x.name === 'report.txt');
@@ -292,7 +292,7 @@ const scenarios = {
       const want = Buffer.concat([bytes, Buffer.from('appended\n')]);
       const r2 = await run.call('execute_code', { lang: 'py', code: pyHashFile('/mnt/data/report.txt') });
       return {
-        ok: got.equals(want) && okExec(r2) && r2.content.includes(hashLine(want)),
+        ok: got.equals(want) && okExec(r2) && cleanRun(r2.content, `${hashLine(want)}\n`),
         got_len: got.length, want_len: want.length, next: summarize(r2),
       };
     });
@@ -310,8 +310,7 @@ const scenarios = {
         code: 'print("before")\ndef f():\n    raise ValueError("e2e-boom")\nf()',
       });
       return {
-        ok: okExec(r) && r.content.includes('stdout:\nbefore') && r.content.includes('stderr:\n') &&
-          r.content.includes('Traceback') && r.content.includes('ValueError: e2e-boom') &&
+        ok: okExec(r) && failedRun(r.content, 'before', 'ValueError: e2e-boom\n') && r.content.includes('Traceback') &&
           !r.content.includes('Execution error'),
         ...summarize(r),
       };
@@ -319,7 +318,7 @@ const scenarios = {
     await rep.check('bash_nonzero_exit_is_200', async () => {
       const r = await run.call('bash_tool', { command: 'echo out-line; echo err-line >&2; exit 7' });
       return {
-        ok: okExec(r) && r.content.includes('stdout:\nout-line') && r.content.includes('stderr:\nerr-line') &&
+        ok: okExec(r) && failedRun(r.content, 'out-line', 'err-line\n') &&
           !r.content.includes('Execution error'),
         ...summarize(r),
       };
@@ -338,11 +337,11 @@ const scenarios = {
     ].join('\n');
     await rep.check('bash_tool_heredoc', async () => {
       const r = await run.call('bash_tool', { command: heredoc });
-      return { ok: okExec(r) && r.content.includes('bash-ok 42') && r.content.includes('py-in-bash 3 {"a": 1}'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'bash-ok 42\npy-in-bash 3 {"a": 1}\n'), ...summarize(r) };
     });
     await rep.check('execute_code_lang_bash', async () => {
       const r = await run.call('execute_code', { lang: 'bash', code: heredoc });
-      return { ok: okExec(r) && r.content.includes('bash-ok 42') && r.content.includes('py-in-bash 3'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'bash-ok 42\npy-in-bash 3 {"a": 1}\n'), ...summarize(r) };
     });
     await rep.check('bash_writes_file_for_next_call', async () => {
       const r = await run.call('bash_tool', { command: 'mkdir -p /mnt/data/out && printf "x,y\\n1,2\\n" > /mnt/data/out/table.csv && echo done' });
@@ -351,13 +350,13 @@ const scenarios = {
       const r2 = await run.call('execute_code', { lang: 'py', code: 'print(open("/mnt/data/out/table.csv").read().strip().replace("\\n", "|"))' });
       const downloads = await processCodeOutputs([r.artifact, r2.artifact]);
       return {
-        ok: okExec(r2) && r2.content.includes('x,y|1,2') && downloads.length > 0 && downloads.every((d) => d.ok),
+        ok: okExec(r2) && cleanRun(r2.content, 'x,y|1,2\n') && downloads.length > 0 && downloads.every((d) => d.ok),
         first: summarize(r), second: summarize(r2), downloads,
       };
     });
     await rep.check('args', async () => {
       const r = await run.call('execute_code', { lang: 'py', code: 'import sys\nprint("argv", sys.argv[1:])', args: ['a b', 'c'] });
-      return { ok: okExec(r) && r.content.includes("argv ['a b', 'c']"), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, "argv ['a b', 'c']\n"), ...summarize(r) };
     });
   },
 
@@ -383,7 +382,7 @@ const scenarios = {
       // Unchanged inputs must come back inherited (or not at all): LibreChat downloads every other entry.
       const downloads = await processCodeOutputs([r.artifact ?? {}]);
       return {
-        ok: okExec(r) && r.content.includes('total 42') && r.content.includes(hashLine(s.bytes)) && downloads.every((d) => d.ok),
+        ok: okExec(r) && cleanRun(r.content, `total 42\n${hashLine(s.bytes)}\n`) && downloads.every((d) => d.ok),
         downloads, ...summarize(r),
       };
     });
@@ -401,7 +400,7 @@ const scenarios = {
     await rep.check('exec_with_nested', async () => {
       const run = newRun([userFileRef(up.file_id, up.storage_session_id, 'docs/a.md')]);
       const r = await run.call('execute_code', { lang: 'py', code: pyHashFile('/mnt/data/docs/a.md') });
-      return { ok: okExec(r) && r.content.includes(hashLine(bytes)), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${hashLine(bytes)}\n`), ...summarize(r) };
     });
   },
 
@@ -427,7 +426,7 @@ const scenarios = {
       const run = newRun(refs);
       const r = await run.call('execute_code', { lang: 'py', code: pyHashFiles(files.map((f) => f.filename)) });
       const want = expectedHashLines(files);
-      return { ok: okExec(r) && want.every((w) => r.content.includes(w)), want, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `${want.join('\n')}\n`), want, ...summarize(r) };
     });
   },
 
@@ -438,11 +437,11 @@ const scenarios = {
       const t0 = Date.now();
       const r = await run.call('execute_code', { lang: 'py', code: `import time\ntime.sleep(${secs})\nprint("slept ${secs}")` });
       const elapsed = Date.now() - t0;
-      return { ok: okExec(r) && r.content.includes(`slept ${secs}`) && elapsed >= secs * 1000, elapsed_ms: elapsed, ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, `slept ${secs}\n`) && elapsed >= secs * 1000, elapsed_ms: elapsed, ...summarize(r) };
     });
     await rep.check(`bash_sleep_${secs}s`, async () => {
       const r = await run.call('bash_tool', { command: `sleep ${secs}; echo bash slept` });
-      return { ok: okExec(r) && r.content.includes('bash slept'), ...summarize(r) };
+      return { ok: okExec(r) && cleanRun(r.content, 'bash slept\n'), ...summarize(r) };
     });
   },
 
