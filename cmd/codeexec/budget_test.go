@@ -140,9 +140,7 @@ func TestMemoryBudgetHolds(t *testing.T) {
 	runDir, _ := os.MkdirTemp("", "codeexec-run-")
 	os.Chmod(runDir, 0o711)
 	defer os.RemoveAll(runDir)
-	port := freePort(t)
-	key := "k-" + port
-	url := "http://127.0.0.1:" + port
+	const key = "k-budget-test-key-0123"
 	// The shell enters the container's cgroups, then a new cgroup and
 	// mount namespace where the cgroup filesystems show only them.
 	var enter, mounts []string
@@ -153,7 +151,7 @@ func TestMemoryBudgetHolds(t *testing.T) {
 	script := strings.Join(enter, " && ") + ` && exec unshare --cgroup --mount --propagation private sh -c '` +
 		strings.Join(mounts, " && ") + ` && exec "$0" serve' ` + filepath.Join(binDir, "codeexec")
 	cmd := exec.Command("sh", "-c", script)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=" + port, "CODEEXEC_API_KEY=" + key,
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=0", "CODEEXEC_API_KEY=" + key,
 		"CODEEXEC_STORAGE_DIR=" + t.TempDir(), "CODEEXEC_RUN_DIR=" + runDir,
 		// Apart from other tests' sandboxes on this host.
 		"CODEEXEC_UID_BASE=0x60000000",
@@ -171,7 +169,8 @@ func TestMemoryBudgetHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	gone := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(gone) }()
 	defer func() {
 		cmd.Process.Kill()
 		<-exited
@@ -180,6 +179,7 @@ func TestMemoryBudgetHolds(t *testing.T) {
 		}
 	}()
 	pid := cmd.Process.Pid
+	url := "http://" + listenAddr(t, serverLog, "listening", gone)
 
 	request := func(method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, url+path, strings.NewReader(body))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -103,20 +104,23 @@ func TestQuickStartAsWritten(t *testing.T) {
 	runDir, _ := os.MkdirTemp("", "codeexec-run-")
 	os.Chmod(runDir, 0o711)
 	defer os.RemoveAll(runDir)
-	port := freePort(t)
 	srv := exec.Command("bash", "scripts/run.sh", filepath.Join(binDir, "codeexec"))
 	srv.Dir = dir
-	srv.Env = []string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=" + port, "CODEEXEC_STORAGE_DIR=" + t.TempDir(), "CODEEXEC_RUN_DIR=" + runDir}
+	// Port 0: the server binds a free port itself and logs it.
+	srv.Env = []string{"PATH=/usr/bin:/bin", "CODEEXEC_PORT=0", "CODEEXEC_STORAGE_DIR=" + t.TempDir(), "CODEEXEC_RUN_DIR=" + runDir}
 	out := lockedBuffer{mu: &sync.Mutex{}, b: &bytes.Buffer{}}
 	srv.Stdout, srv.Stderr = out, out
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Wait() }()
+	exited := make(chan struct{})
+	go func() { done <- srv.Wait(); close(exited) }()
 	defer func() { srv.Process.Kill(); <-done }()
+	addr := listenAddr(t, func() string { return text(out) }, "listening", exited)
+	_, port, _ := net.SplitHostPort(addr)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(25 * time.Millisecond) {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/health")
+		resp, err := http.Get("http://" + addr + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -154,11 +158,11 @@ func text(l lockedBuffer) string {
 // authentication, so an address on every interface is logged.
 func TestMetricsListenerOnEveryInterfaceWarns(t *testing.T) {
 	const warning = `"msg":"CODEEXEC_METRICS_ADDR listens on every interface and /metrics there has no authentication`
-	open := startServer(t, "CODEEXEC_METRICS_ADDR=:"+freePort(t))
+	open := startServer(t, "CODEEXEC_METRICS_ADDR=:0")
 	if !strings.Contains(open.log(), warning) {
 		t.Errorf("no warning for an every-interface metrics listener:\n%s", open.log())
 	}
-	private := startServer(t, "CODEEXEC_METRICS_ADDR=127.0.0.1:"+freePort(t))
+	private := startServer(t, "CODEEXEC_METRICS_ADDR=127.0.0.1:0")
 	if strings.Contains(private.log(), warning) {
 		t.Errorf("warning for a loopback metrics listener:\n%s", private.log())
 	}
