@@ -578,10 +578,17 @@ func TestWarmRunsInItsOwnCgroup(t *testing.T) {
 		if self != strings.TrimSuffix(one, "\n") {
 			t.Fatalf("the code and its pid 1 are in different cgroups:\n%s", r.Stdout)
 		}
+		// On a v1 (or hybrid) host the memory and pids hierarchies count;
+		// the unified "0::" line of a hybrid host manages nothing. On v2,
+		// the "0::" line.
+		v1 := strings.Contains(self, ":memory:")
 		n := 0
 		for _, line := range strings.Split(strings.TrimSpace(self), "\n") {
 			f := strings.SplitN(line, ":", 3)
-			if len(f) != 3 || !(f[0] == "0" || strings.Contains(","+f[1]+",", ",memory,") || strings.Contains(","+f[1]+",", ",pids,")) {
+			if len(f) != 3 {
+				continue
+			}
+			if v1 && !strings.Contains(","+f[1]+",", ",memory,") && !strings.Contains(","+f[1]+",", ",pids,") || !v1 && f[0] != "0" {
 				continue
 			}
 			var id int
