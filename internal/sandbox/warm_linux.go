@@ -430,6 +430,12 @@ func (t *template) start() error {
 		t.procMu.Unlock()
 		return fmt.Errorf("start template init: %w", err)
 	}
+	// The init has its own copies. Holding the config pipe's read end
+	// here would block the config write below (over a megabyte with the
+	// helpers) forever once the init is killed before it read it.
+	for _, f := range []*os.File{cfgR, evW, logW, ctrlInit} {
+		f.Close()
+	}
 	ctrl := t.ctrl
 	go func() {
 		_ = cmd.Wait()

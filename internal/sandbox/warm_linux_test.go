@@ -603,3 +603,30 @@ func TestWarmRunsInItsOwnCgroup(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmCloseDuringStart: a sandbox closed while its templates are still
+// being started (a server stopped at once) closes promptly: nothing waits
+// on a template that was killed before it read its configuration.
+func TestWarmCloseDuringStart(t *testing.T) {
+	inst := wb(t).cfg.InstanceDir // an instance of its own (see TestWarmOffWithoutCompiler)
+	// At several points of the templates' start: before their init runs,
+	// while it reads its configuration, during the preload.
+	for _, after := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
+		s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-closing", Slots: 1, InstanceDir: inst,
+			Logger: testLogger(), Warm: WarmConfig{Python: 1, Env: warmEnv}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(after)
+		done := make(chan error, 1)
+		go func() { done <- s.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("closed %v after the start: Close still waiting after 30 s", after)
+		}
+	}
+}
