@@ -421,13 +421,15 @@ func (t *template) start() error {
 	if fd := cg.cgroupFD(); fd >= 0 {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
 	}
+	// Start under procMu: kill (the pool closing) reads cmd.Process.
 	t.procMu.Lock()
 	t.cmd = cmd
-	t.procMu.Unlock()
-	if err := cmd.Start(); err != nil {
-		t.procMu.Lock()
+	err = cmd.Start()
+	if err != nil {
 		t.cmd = nil
-		t.procMu.Unlock()
+	}
+	t.procMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("start template init: %w", err)
 	}
 	// The init has its own copies. Holding the config pipe's read end
