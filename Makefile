@@ -41,6 +41,18 @@ fmt-check:
 test: test-deps build vet fmt-check
 	set -o pipefail; go test -json -race -count=1 -p 1 -timeout 80m ./... | go run ./internal/testenv/skipcheck
 
+# The fast tests alone: the engine, both APIs and the stateful runtime over
+# the fake sandbox (internal/sandbox/sandboxtest) and the in-memory store,
+# and the packages that need no sandbox at all. No root, no toolchains
+# beyond Go and python3, seconds. `make test` runs these too.
+UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/storage/
+# (lang's table tests only: TestLanguagesOnHost runs every toolchain.)
+PURE_PKGS := ./internal/auth/ ./internal/admission/ ./internal/testenv/
+unit:
+	go test -count=1 -run '^TestUnit' $(UNIT_PKGS)
+	go test -count=1 -run '^Test(TableOrderAndLookup|JavaNames)$$' ./internal/lang/
+	go test -count=1 $(PURE_PKGS)
+
 # The performance benchmark (bench/main.go): codeexec against bare process
 # starts, side by side on this machine; writes bench/results.json.
 .PHONY: bench
