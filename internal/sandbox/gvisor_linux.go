@@ -400,25 +400,35 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 	defer errR.Close()
 	defer errW.Close()
 	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
-	var pumps sync.WaitGroup
-	pumps.Add(2)
-	go func() { defer pumps.Done(); sink.pump(outR, 0) }()
-	go func() { defer pumps.Done(); sink.pump(errR, 1) }()
+	sink.start(outR, errR)
 
-	wall := time.NewTimer(lim.WallTime)
-	defer wall.Stop()
+	// Each step is a runsc process of its own; the watchdog kills the
+	// current one and whatever of the sandbox outlives it in the cgroup.
 	var (
-		reason     Status // why the run was killed, if it was
-		cpuKilled  bool
-		stepTimed  bool
-		cpuAtStart time.Duration
-		lastExit   = -1 // exit code of the last step that ran
-		lastStep   = -1
-		ctxDone    = ctx.Done()
-		wallC      = wall.C
-		overflow   = sink.overflow
-		tStart     time.Duration
+		curMu sync.Mutex
+		cur   *exec.Cmd
 	)
+	dog := watch(ctx, lim, sink.overflow, cg.cpuUsage, func() {
+		curMu.Lock()
+		if cur != nil {
+			_ = cur.Process.Kill()
+		}
+		curMu.Unlock()
+		_ = killCgroupProcs(filepath.Join(cgroupRoot, "pids", cgPath, "cgroup.procs"))
+	})
+	var (
+		v        verdict
+		ended    bool
+		lastExit = -1 // exit code of the last step that ran
+		lastStep = -1
+		tStart   time.Duration
+	)
+	endDog := func() {
+		if !ended {
+			v, ended = dog.end(), true
+		}
+	}
+	defer endDog()
 	start := time.Now()
 	for i, st := range spec.Steps {
 		last := i == len(spec.Steps)-1
@@ -440,10 +450,15 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		// which dies with the server.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		if last {
-			cpuAtStart, _ = cg.cpuUsage()
+			dog.armCPU()
 		}
 		lastStep = i
+		curMu.Lock()
 		err = cmd.Start()
+		if err == nil {
+			cur = cmd
+		}
+		curMu.Unlock()
 		stdin.Close()
 		if err != nil {
 			return res, fmt.Errorf("sandbox: start runsc: %w", err)
@@ -451,56 +466,18 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		if i == 0 {
 			tStart = time.Since(t0)
 		}
-		waitCh := make(chan error, 1)
-		go func() { waitCh <- cmd.Wait() }()
-		var stepC <-chan time.Time
-		if st.Timeout > 0 {
-			t := time.NewTimer(st.Timeout)
-			stepC = t.C
-			defer t.Stop()
-		}
-		tick := time.NewTicker(cpuPoll)
-		kill := func(r Status) {
-			if reason == "" {
-				reason = r
-			}
-			_ = cmd.Process.Kill()
-			_ = killCgroupProcs(filepath.Join(cgroupRoot, "pids", cgPath, "cgroup.procs"))
-		}
-	wait:
-		for {
-			select {
-			case <-ctxDone:
-				ctxDone = nil
-				kill(StatusKilled)
-			case <-wallC:
-				wallC = nil
-				kill(StatusTimeout)
-			case <-stepC:
-				stepC = nil
-				stepTimed = true
-				kill(StatusTimeout)
-			case <-overflow:
-				overflow = nil
-				kill(StatusOutputLimit)
-			case <-tick.C:
-				if last {
-					if u, err := cg.cpuUsage(); err == nil && u-cpuAtStart > lim.CPUTime {
-						cpuKilled = true
-						kill(StatusTimeout)
-					}
-				}
-			case <-waitCh:
-				break wait
-			}
-		}
-		tick.Stop()
+		dog.stepLimit(st.Timeout)
+		cmd.Wait()
+		dog.stepLimit(0)
+		curMu.Lock()
+		cur = nil
+		curMu.Unlock()
 		// The sandbox's processes outlive runsc by a few milliseconds.
 		if err := cg.empty(); err != nil {
 			return res, fmt.Errorf("sandbox: %w", err)
 		}
 		lastExit = cmd.ProcessState.ExitCode()
-		if reason != "" {
+		if dog.hasKilled() {
 			break
 		}
 		if lastExit != 0 {
@@ -511,18 +488,11 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 			break
 		}
 	}
+	endDog()
 	res.WallTime = time.Since(start)
 	outW.Close()
 	errW.Close()
-	pumpsDone := make(chan struct{})
-	go func() { pumps.Wait(); close(pumpsDone) }()
-	select {
-	case <-pumpsDone:
-	case <-time.After(5 * time.Second):
-		outR.Close()
-		errR.Close()
-		<-pumpsDone
-	}
+	sink.drain(outR, errR)
 	stats, err := cg.stats()
 	if err != nil {
 		return res, fmt.Errorf("sandbox: cgroup stats: %w", err)
@@ -533,35 +503,22 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 			"first_start", tStart, "done", time.Since(t0))
 	}()
 
-	failed := reason != "" || lastExit != 0
-	if failed && lastStep >= 0 {
+	e := ending{verdict: v, failed: v.reason != "" || lastExit != 0, oomKills: stats.oomKills, cpuUsed: stats.cpu}
+	if e.failed && lastStep >= 0 {
 		res.FailedStep = spec.Steps[lastStep].Name
 	}
 	switch {
-	case reason != "":
+	case v.reason != "":
 		res.ExitCode, res.Signal = 128+int(syscall.SIGKILL), "SIGKILL"
 	default:
 		// runsc reports a signal death of the step as 128+signal, like a shell.
 		res.ExitCode = lastExit
 		if lastExit > 128 && lastExit <= 128+64 {
-			res.Signal = unix.SignalName(syscall.Signal(lastExit - 128))
+			e.signal = syscall.Signal(lastExit - 128)
+			res.Signal = unix.SignalName(e.signal)
 		}
 	}
-	lastStepCPU := lastStep == len(spec.Steps)-1 && stats.cpu-cpuAtStart >= lim.CPUTime
-	switch {
-	case reason == StatusKilled || reason == StatusOutputLimit:
-		res.Status = reason
-	case failed && stats.oomKills > 0:
-		res.Status = StatusMemory
-	case reason == StatusTimeout || cpuKilled || stepTimed:
-		res.Status = StatusTimeout
-	case lastExit == 128+int(syscall.SIGXCPU) || (lastExit == 128+int(syscall.SIGKILL) && lastStepCPU):
-		res.Status = StatusTimeout
-	case failed:
-		res.Status = StatusError
-	default:
-		res.Status = StatusOK
-	}
+	res.Status = classify(e)
 	return res, nil
 }
 

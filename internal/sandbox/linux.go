@@ -29,9 +29,6 @@ const (
 	// initThreads is headroom in pids.max for init's own Go threads, which
 	// count against the limit like the code's processes and threads.
 	initThreads = 16
-	// cpuPoll is how often the parent checks the cgroup's CPU usage, which
-	// also catches CPU spread over many processes (RLIMIT_CPU is per process).
-	cpuPoll = 50 * time.Millisecond
 )
 
 // Linux runs specs in Linux namespaces (user, mount, pid, ipc, uts, net)
@@ -606,10 +603,7 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	cfgW.Close()
 
 	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
-	var pumps sync.WaitGroup
-	pumps.Add(2)
-	go func() { defer pumps.Done(); sink.pump(outR, 0) }()
-	go func() { defer pumps.Done(); sink.pump(errR, 1) }()
+	sink.start(outR, errR)
 	evAll := make(chan initEvent, 2*len(steps)+2)
 	evCh := (<-chan initEvent)(evAll)
 	go func() {
@@ -623,68 +617,41 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		}
 	}()
 
-	wall := time.NewTimer(lim.WallTime)
-	defer wall.Stop()
-	tick := time.NewTicker(cpuPoll)
-	defer tick.Stop()
+	// pid 1 of the namespace: killing it kills everything in it.
+	dog := watch(ctx, lim, sink.overflow, cg.cpuUsage, func() { cmd.Process.Kill() })
 	var (
-		reason     Status // why the parent killed the sandbox, if it did
-		events     []initEvent
-		lastStart  = -1 // index of the last step that started
-		cpuAtStart time.Duration
-		cpuKilled  bool
-		ctxDone    = ctx.Done()
-		wallC      = wall.C
-		overflow   = sink.overflow
-		waitErr    error
+		events    []initEvent
+		lastStart = -1 // index of the last step that started
+		waitErr   error
 	)
-	handle := func(ev initEvent) {
+	// handle records an event and says whether the last step starts.
+	handle := func(ev initEvent) bool {
 		events = append(events, ev)
-		if ev.Event == "start" {
-			lastStart = ev.Step
-			if ev.Step == 0 {
-				tFirstStep = time.Since(t0)
-			}
-			if ev.Step == len(steps)-1 {
-				cpuAtStart, _ = cg.cpuUsage()
-			}
+		if ev.Event != "start" {
+			return false
 		}
-	}
-	kill := func(r Status) {
-		if reason == "" {
-			reason = r
-			cmd.Process.Kill() // pid 1 of the namespace: everything in it dies
+		lastStart = ev.Step
+		if ev.Step == 0 {
+			tFirstStep = time.Since(t0)
 		}
+		return ev.Step == len(steps)-1
 	}
 loop:
 	for {
 		select {
-		case <-ctxDone:
-			ctxDone = nil
-			kill(StatusKilled)
-		case <-wallC:
-			wallC = nil
-			kill(StatusTimeout)
-		case <-overflow:
-			overflow = nil
-			kill(StatusOutputLimit)
 		case ev, ok := <-evCh:
 			if !ok {
 				evCh = nil
 				continue
 			}
-			handle(ev)
-		case <-tick.C:
-			if lastStart == len(steps)-1 {
-				if u, err := cg.cpuUsage(); err == nil && u-cpuAtStart > lim.CPUTime {
-					cpuKilled = true
-					kill(StatusTimeout)
-				}
+			if handle(ev) {
+				dog.armCPU()
 			}
 		case waitErr = <-waitCh:
 			break loop
 		}
 	}
+	v := dog.end()
 	res.WallTime = time.Since(start)
 	tExited = time.Since(t0)
 	defer func() {
@@ -693,17 +660,12 @@ loop:
 	}()
 	// init is gone, so is its pid namespace: the pipes hit EOF now.
 	for ev := range evAll { // what init wrote just before it exited
-		handle(ev)
+		if handle(ev) {
+			v.cpuBase, _ = cg.cpuUsage()
+			v.armed = true
+		}
 	}
-	pumpsDone := make(chan struct{})
-	go func() { pumps.Wait(); close(pumpsDone) }()
-	select {
-	case <-pumpsDone:
-	case <-time.After(5 * time.Second):
-		outR.Close()
-		errR.Close()
-		<-pumpsDone
-	}
+	sink.drain(outR, errR)
 	if err := cg.empty(); err != nil {
 		return res, fmt.Errorf("sandbox: %w", err)
 	}
@@ -722,86 +684,29 @@ loop:
 			exit = &events[i]
 		}
 	}
-	failed := false
+	e := ending{verdict: v, oomKills: st.oomKills, cpuUsed: st.cpu}
 	switch {
 	case exit != nil && exit.Step == lastStart:
 		res.ExitCode = exit.Exit
 		if exit.Signal != 0 {
-			res.Signal = unix.SignalName(syscall.Signal(exit.Signal))
+			e.signal = syscall.Signal(exit.Signal)
+			res.Signal = unix.SignalName(e.signal)
 		}
-		failed = exit.Exit != 0 || exit.TimedOut
-		if failed {
+		e.failed, e.timedOut = exit.Exit != 0 || exit.TimedOut, exit.TimedOut
+		if e.failed {
 			res.FailedStep = spec.Steps[exit.Step].Name
 		}
 	case lastStart >= 0:
 		// Killed from outside (or init died) while a step ran.
-		failed = true
+		e.failed = true
 		res.ExitCode, res.Signal = 128+int(syscall.SIGKILL), "SIGKILL"
 		res.FailedStep = spec.Steps[lastStart].Name
 	default:
-		failed = true
+		e.failed = true
 	}
-	lastStepCPU := lastStart == len(steps)-1 && st.cpu-cpuAtStart >= lim.CPUTime
-	switch {
-	case reason == StatusKilled || reason == StatusOutputLimit:
-		res.Status = reason
-	case failed && st.oomKills > 0:
-		res.Status = StatusMemory
-	case reason == StatusTimeout || cpuKilled:
-		res.Status = StatusTimeout
-	case exit != nil && (exit.TimedOut || exit.Signal == int(syscall.SIGXCPU) || (exit.Signal == int(syscall.SIGKILL) && lastStepCPU)):
-		res.Status = StatusTimeout
-	case exit == nil:
+	res.Status = classify(e)
+	if exit == nil && (res.Status == StatusError || res.Status == StatusOK) {
 		return res, fmt.Errorf("sandbox: init died without a report: %v", waitErr)
-	case failed:
-		res.Status = StatusError
-	default:
-		res.Status = StatusOK
 	}
 	return res, nil
-}
-
-// outputSink copies stdout and stderr to their writers under one shared
-// byte budget; past it, it signals overflow and discards.
-type outputSink struct {
-	mu       sync.Mutex
-	left     int64
-	w        [2]io.Writer
-	overflow chan struct{}
-	over     bool
-}
-
-func newOutputSink(limit int64, stdout, stderr io.Writer) *outputSink {
-	return &outputSink{left: limit, w: [2]io.Writer{stdout, stderr}, overflow: make(chan struct{})}
-}
-
-func (s *outputSink) pump(r io.Reader, which int) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			s.write(buf[:n], which)
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (s *outputSink) write(b []byte, which int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.over {
-		return
-	}
-	n := int64(len(b))
-	if n > s.left {
-		n = s.left
-		s.over = true
-		close(s.overflow)
-	}
-	s.left -= n
-	if w := s.w[which]; w != nil && n > 0 {
-		_, _ = w.Write(b[:n])
-	}
 }

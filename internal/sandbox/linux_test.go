@@ -674,7 +674,7 @@ func TestRecycledCgroupStartsClean(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "needs root")
 	}
-	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-recycle", InstanceDir: testRunDir + "-recycle-inst", Slots: 1})
+	s, err := NewLinux(LinuxConfig{RunDir: testRunDir + "-recycle", Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1011,12 +1011,23 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 	if err != nil {
 		return res, false, err
 	}
-	cpuAtStart, _ := sp.cg.cpuUsage()
-	wall := lim.WallTime
-	if st.Timeout > 0 && st.Timeout < wall {
-		wall = st.Timeout
+	wl := lim
+	if st.Timeout > 0 && st.Timeout < wl.WallTime {
+		wl.WallTime = st.Timeout
 	}
+	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
 	start := time.Now()
+	// pid 1 of the run's namespace: killing it kills everything in it.
+	dog := watch(ctx, wl, sink.overflow, sp.cg.cpuUsage, func() { _ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0) })
+	dog.armCPU() // one step: the CPU limit counts from the start
+	var v verdict
+	ended := false
+	endDog := func() {
+		if !ended {
+			v, ended = dog.end(), true
+		}
+	}
+	defer endDog()
 	frame := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
 	rights := unix.UnixRights(wd, stdin, int(outW.Fd()), int(errW.Fd()))
 	if _, _, err := sp.conn.WriteMsgUnix(frame, rights, nil); err != nil {
@@ -1028,11 +1039,7 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 	outW.Close()
 	errW.Close()
 
-	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
-	var pumps sync.WaitGroup
-	pumps.Add(2)
-	go func() { defer pumps.Done(); sink.pump(outR, 0) }()
-	go func() { defer pumps.Done(); sink.pump(errR, 1) }()
+	sink.start(outR, errR)
 	// The child reports "started" (or its setup error), then, if the code
 	// ran to its end, its exit status just before it exits. The code runs
 	// in that process and may write anything to the socket: anything but
@@ -1069,49 +1076,22 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 		}
 	}()
 
-	timer := time.NewTimer(wall)
-	defer timer.Stop()
-	tick := time.NewTicker(cpuPoll)
-	defer tick.Stop()
 	var (
-		reason       Status
-		cpuKilled    bool
 		ws           syscall.WaitStatus
 		exited       bool
 		exitReported bool // ws is what the child reported before exiting
 		setupErr     = "no report"
 		reported     bool
 		tStarted     time.Duration
-		ctxDone      = ctx.Done()
-		overflow     = sink.overflow
 	)
-	kill := func(r Status) {
-		if reason == "" {
-			reason = r
-			_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0) // pid 1: its namespace dies too
-		}
-	}
 loop:
 	for {
 		select {
-		case <-ctxDone:
-			ctxDone = nil
-			kill(StatusKilled)
-		case <-timer.C:
-			kill(StatusTimeout)
-		case <-overflow:
-			overflow = nil
-			kill(StatusOutputLimit)
 		case s := <-report:
 			tStarted = time.Since(start)
 			setupErr, reported = s, true
 			started = s == ""
 			report = nil
-		case <-tick.C:
-			if u, err := sp.cg.cpuUsage(); err == nil && u-cpuAtStart > lim.CPUTime {
-				cpuKilled = true
-				kill(StatusTimeout)
-			}
 		case s := <-early:
 			// Its namespace dies with it: no process of the run survives
 			// to change the workdir while it is collected.
@@ -1124,6 +1104,7 @@ loop:
 			break loop
 		}
 	}
+	endDog()
 	res.WallTime = time.Since(start)
 	tExit := res.WallTime
 	defer func() {
@@ -1136,15 +1117,7 @@ loop:
 		case <-time.After(time.Second):
 		}
 	}
-	pumpsDone := make(chan struct{})
-	go func() { pumps.Wait(); close(pumpsDone) }()
-	select {
-	case <-pumpsDone:
-	case <-time.After(5 * time.Second):
-		outR.Close()
-		errR.Close()
-		<-pumpsDone
-	}
+	sink.drain(outR, errR)
 	if !exitReported {
 		if err := sp.cg.empty(); err != nil {
 			return res, started, fmt.Errorf("sandbox: %w", err)
@@ -1156,40 +1129,29 @@ loop:
 	}
 	res.CPUTime, res.MemoryPeak = stats.cpu, stats.memPeak
 	if !started {
-		if reason != "" { // stopped from outside while setting up
-			res.Status, res.ExitCode, res.Signal, res.FailedStep = reason, 128+int(syscall.SIGKILL), "SIGKILL", st.Name
-			return res, reason == StatusKilled || reason == StatusTimeout, nil
+		if v.reason != "" { // stopped from outside while setting up
+			res.Status, res.ExitCode, res.Signal, res.FailedStep = v.reason, 128+int(syscall.SIGKILL), "SIGKILL", st.Name
+			return res, v.reason == StatusKilled || v.reason == StatusTimeout, nil
 		}
 		return res, false, fmt.Errorf("sandbox: warm child %s", setupErr)
 	}
 	if !exited {
 		return res, true, errors.New("sandbox: warm template died during the run")
 	}
+	e := ending{verdict: v, oomKills: stats.oomKills, cpuUsed: stats.cpu}
 	switch {
 	case ws.Signaled():
+		e.signal = ws.Signal()
 		res.Signal = unix.SignalName(ws.Signal())
 		res.ExitCode = 128 + int(ws.Signal())
 	default:
 		res.ExitCode = ws.ExitStatus()
 	}
-	failed := res.ExitCode != 0
-	if failed {
+	e.failed = res.ExitCode != 0
+	if e.failed {
 		res.FailedStep = st.Name
 	}
-	switch {
-	case reason == StatusKilled || reason == StatusOutputLimit:
-		res.Status = reason
-	case failed && stats.oomKills > 0:
-		res.Status = StatusMemory
-	case reason == StatusTimeout || cpuKilled:
-		res.Status = StatusTimeout
-	case ws.Signaled() && (ws.Signal() == syscall.SIGXCPU || ws.Signal() == syscall.SIGKILL && stats.cpu-cpuAtStart >= lim.CPUTime):
-		res.Status = StatusTimeout
-	case failed:
-		res.Status = StatusError
-	default:
-		res.Status = StatusOK
-	}
+	res.Status = classify(e)
 	return res, true, nil
 }
 

@@ -36,7 +36,7 @@ func wb(t *testing.T) *Linux {
 		t.Skip("no /usr/bin/python3")
 	}
 	warmBoxOnce.Do(func() {
-		warmBox, warmBoxErr = NewLinux(LinuxConfig{RunDir: testRunDir + "-warm", Slots: 2, InstanceDir: testRunDir + "-warm-inst",
+		warmBox, warmBoxErr = NewLinux(LinuxConfig{RunDir: testRunDir + "-warm", Slots: 2,
 			Logger: testLogger(), Warm: WarmConfig{Python: 1, Env: warmEnv, Limits: Limits{MemoryBytes: 256 << 20, Pids: 64}}})
 		if warmBoxErr != nil {
 			return
