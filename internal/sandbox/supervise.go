@@ -26,7 +26,7 @@ const cpuPoll = 50 * time.Millisecond
 
 // watchdog enforces a run's outside limits until end is called.
 type watchdog struct {
-	kill  func()                       // ends every process of the run; may be called more than once
+	kill  func()                        // ends every process of the run; may be called more than once
 	usage func() (time.Duration, error) // the run's CPU time so far
 	cpu   time.Duration                 // the last step's CPU allowance
 
