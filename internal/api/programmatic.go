@@ -141,7 +141,7 @@ func (s *Server) handleProgrammatic(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if ereq.Lang.ID != "py" && ereq.Lang.ID != "bash" {
+	if !ereq.Lang.Live {
 		unsupported(w, "programmatic tool calling runs py and bash only, not "+ereq.Lang.ID)
 		return
 	}

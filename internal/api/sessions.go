@@ -59,7 +59,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if req.Stateful && (s.Runtime == nil || l.ID != "py" && l.ID != "bash") {
+	if req.Stateful && (s.Runtime == nil || !l.Live) {
 		writeError(w, http.StatusBadRequest, "stateful sessions run py (and bash) on a server with the stateful runtime")
 		return
 	}

@@ -35,6 +35,10 @@ type Language struct {
 	// SourceName, if set, derives the source file name from the code
 	// (Java's public class name must match its file).
 	SourceName func(code string) string
+	// Live: the stateful runtime's kernel runs this language's calls in a
+	// session that outlives them (Python in its namespace, Bash as a
+	// child of it); programmatic tool calling serves the same languages.
+	Live bool
 	// Class, if set, derives {class} from the code (Java's fully qualified
 	// main class); otherwise {class} is the source file name without its
 	// extension.

@@ -40,6 +40,17 @@ func TestTableOrderAndLookup(t *testing.T) {
 	if _, ok := Lookup("cobol"); ok {
 		t.Error("Lookup(cobol) succeeded")
 	}
+	// The stateful kernel (runtime/kernel.py) runs Python in its namespace
+	// and Bash as its child: no other language may claim it.
+	var live []string
+	for _, l := range All() {
+		if l.Live {
+			live = append(live, l.ID)
+		}
+	}
+	if !slices.Equal(live, []string{"py", "bash"}) {
+		t.Errorf("live languages %v, want [py bash]", live)
+	}
 	seen := map[string]string{}
 	for _, l := range All() {
 		for _, k := range append([]string{l.ID}, l.Aliases...) {

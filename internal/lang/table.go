@@ -67,6 +67,7 @@ var table = []*Language{
 		Requires: []string{"/usr/bin/python3"},
 		Packages: []string{"python3"},
 		Env:      []string{"MPLBACKEND=Agg", "PYTHONPATH=/mnt/data", "PYTHONDONTWRITEBYTECODE=1"},
+		Live:     true,
 	},
 	{
 		// CommonJS, as `node main.js` runs it (Debian's Node 18 or NodeSource's).
@@ -210,5 +211,6 @@ var table = []*Language{
 		Requires: []string{"/bin/bash"},
 		Packages: []string{"bash"},
 		Env:      []string{"MPLBACKEND=Agg"},
+		Live:     true,
 	},
 }

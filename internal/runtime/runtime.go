@@ -118,7 +118,7 @@ type Outcome struct {
 // Exec runs req in the live session of key, starting one when there is
 // none (or it died, or was evicted): the caller is told through Status.
 func (m *Manager) Exec(ctx context.Context, key string, req engine.Request) (*Outcome, error) {
-	if req.Lang == nil || (req.Lang.ID != "py" && req.Lang.ID != "bash") {
+	if req.Lang == nil || !req.Lang.Live {
 		return nil, ErrUnsupported
 	}
 	s, status, err := m.acquire(ctx, key)
