@@ -43,7 +43,7 @@ const (
 type GVisor struct {
 	cfg     GVisorConfig
 	log     *slog.Logger
-	base    *Linux // instance lock, cgroup tree, workdirs (its NewWorkdir)
+	base    *host  // instance lock, cgroup tree, workdirs
 	rootfs  string // workRoot/rootfs: the read-only root, built at start
 	version string
 	slots   chan int
@@ -91,8 +91,8 @@ func NewGVisor(cfg GVisorConfig) (*GVisor, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	cfg.LinuxConfig = lc
-	b := &Linux{cfg: lc, log: log}
-	if err := b.acquireInstance(); err != nil {
+	b := &host{cfg: lc, log: log}
+	if err := b.claim(); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -104,7 +104,6 @@ func NewGVisor(cfg GVisorConfig) (*GVisor, error) {
 	if b.cg, err = newCgroupTree(lc.CgroupParent, b.instance); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	b.workRoot = filepath.Join(lc.RunDir, "i"+strconv.Itoa(b.instance))
 	g := &GVisor{cfg: cfg, log: log, base: b, rootfs: filepath.Join(b.workRoot, "rootfs"), version: version}
 	if err := g.cleanup(); err != nil {
 		return nil, fmt.Errorf("sandbox: cleaning up after a predecessor: %w", err)
@@ -136,23 +135,8 @@ func NewGVisor(cfg GVisorConfig) (*GVisor, error) {
 // itself made in other v1 controllers), processes of a native predecessor,
 // workdir mounts and the run directory.
 func (g *GVisor) cleanup() error {
-	b := g.base
-	killUIDRange(b.instanceRange(b.instance), b.instanceRange(b.instance+1))
-	var errs []error
-	if err := b.cg.purge(); err != nil {
-		errs = append(errs, err)
-	}
-	rel := "/" + strings.Trim(g.cfg.CgroupParent, "/") + "/" + strconv.Itoa(b.instance)
-	if err := purgeCgroupDirs(rel); err != nil {
-		errs = append(errs, err)
-	}
-	if err := unmountTagged(b.mountTag()); err != nil {
-		errs = append(errs, err)
-	}
-	if err := os.RemoveAll(b.workRoot); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	rel := "/" + strings.Trim(g.cfg.CgroupParent, "/") + "/" + strconv.Itoa(g.base.instance)
+	return g.base.cleanup(func() error { return purgeCgroupDirs(rel) })
 }
 
 // purgeCgroupDirs kills and removes rel in every cgroup v1 hierarchy: runsc
@@ -312,7 +296,7 @@ func (g *GVisor) Close() error {
 	}
 	g.base.closed.Store(true)
 	err := g.cleanup()
-	g.base.lock.Close()
+	g.base.release()
 	return err
 }
 

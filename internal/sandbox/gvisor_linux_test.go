@@ -377,14 +377,14 @@ func TestGVisorCleanOnStart(t *testing.T) {
 	}
 	instance := g1.base.instance
 	g1.base.lock.Close()
-	g2, err := NewGVisor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g2 := reclaim(t, instance, func() (*GVisor, int, error) {
+		g, err := NewGVisor(cfg)
+		if err != nil {
+			return nil, -1, err
+		}
+		return g, g.base.instance, nil
+	})
 	defer g2.Close()
-	if g2.base.instance != instance {
-		t.Fatalf("instance %d, want %d", g2.base.instance, instance)
-	}
 	<-done
 	cancel()
 	gwantClean(t, g2)

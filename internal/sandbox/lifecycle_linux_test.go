@@ -161,14 +161,14 @@ func TestCrashedPredecessorCleaned(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	second, err := NewLinux(LinuxConfig{RunDir: runDir, Slots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := reclaim(t, k, func() (*Linux, int, error) {
+		l, err := NewLinux(LinuxConfig{RunDir: runDir, Slots: 1})
+		if err != nil {
+			return nil, -1, err
+		}
+		return l, l.instance, nil
+	})
 	defer second.Close()
-	if second.instance != k {
-		t.Fatalf("successor got K=%d, want %d", second.instance, k)
-	}
 	for _, c := range []*exec.Cmd{inCg, asUID} {
 		done := make(chan struct{})
 		go func() { c.Wait(); close(done) }()

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,22 +34,13 @@ const (
 // with cgroup limits, a private read-only root and a seccomp filter. It
 // must run as root.
 type Linux struct {
-	cfg      LinuxConfig
-	log      *slog.Logger
-	instance int
-	lock     *os.File // flock on InstanceDir/K.lock, held while alive
-	exe      *os.File // this binary, re-executed as the sandbox init
-	workRoot string   // RunDir/i<K>
-	slots    chan int
-	cg       cgroupTree
-	wdSeq    atomic.Uint64
+	*host
+	exe   *os.File // this binary, re-executed as the sandbox init
+	slots chan int
 	// mu is held shared by each Run and exclusively by Close, which so
 	// waits for running runs.
-	mu     sync.RWMutex
-	closed atomic.Bool
-	warm   *warmPool // nil when LinuxConfig.Warm.Python is 0
-	// degraded: no usable cgroups, rlimits instead (LinuxConfig.AllowDegraded).
-	degraded bool
+	mu   sync.RWMutex
+	warm *warmPool // nil when LinuxConfig.Warm.Python is 0
 }
 
 var _ Sandbox = (*Linux)(nil)
@@ -72,12 +62,12 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	l := &Linux{cfg: cfg, log: log}
+	l := &Linux{host: &host{cfg: cfg, log: log}}
 	lo, hi := l.instanceRange(0), l.instanceRange(cfg.MaxInstances)
 	if err := checkSubIDOverlap(lo, hi); err != nil {
 		return nil, err
 	}
-	if err := l.acquireInstance(); err != nil {
+	if err := l.claim(); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -101,7 +91,6 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 	default:
 		return nil, fmt.Errorf("sandbox: no usable cgroups (%w); fix the host (codeexec doctor), or set CODEEXEC_SANDBOX_ALLOW_DEGRADED=true to run with rlimits only", err)
 	}
-	l.workRoot = filepath.Join(cfg.RunDir, "i"+strconv.Itoa(l.instance))
 	if err := l.cleanup(); err != nil {
 		return nil, fmt.Errorf("sandbox: cleaning up after a predecessor: %w", err)
 	}
@@ -190,126 +179,6 @@ func openSelf() (*os.File, error) {
 	return os.NewFile(uintptr(high), "self-exe"), nil
 }
 
-func (l *Linux) hostID(slot int) uint32 {
-	return l.cfg.UIDBase + uint32((l.instance*MaxSlots+slot)*idRange)
-}
-
-// instanceRange is the first host id of instance k's range.
-func (l *Linux) instanceRange(k int) uint32 {
-	return l.cfg.UIDBase + uint32(k*MaxSlots*idRange)
-}
-
-func (l *Linux) mountTag() string { return "codeexec-i" + strconv.Itoa(l.instance) }
-
-// acquireInstance takes the first free K.lock. flock dies with its owner, so
-// a crashed server's K becomes free again, to be cleaned by its successor.
-func (l *Linux) acquireInstance() error {
-	if err := os.MkdirAll(l.cfg.InstanceDir, 0o755); err != nil {
-		return fmt.Errorf("sandbox: %w", err)
-	}
-	for k := 0; k < l.cfg.MaxInstances; k++ {
-		f, err := os.OpenFile(filepath.Join(l.cfg.InstanceDir, strconv.Itoa(k)+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-		if err != nil {
-			return fmt.Errorf("sandbox: %w", err)
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
-			l.instance, l.lock = k, f
-			return nil
-		}
-		f.Close()
-	}
-	return fmt.Errorf("sandbox: all %d instance slots in %s are taken", l.cfg.MaxInstances, l.cfg.InstanceDir)
-}
-
-// cleanup removes everything instance K may have left: processes running
-// as any of its host uids, its cgroups, its workdir mounts and RunDir/i<K>.
-func (l *Linux) cleanup() error {
-	killUIDRange(l.instanceRange(l.instance), l.instanceRange(l.instance+1))
-	var errs []error
-	if err := l.cg.purge(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := unmountTagged(l.mountTag()); err != nil {
-		errs = append(errs, err)
-	}
-	if err := os.RemoveAll(l.workRoot); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// killUIDRange SIGKILLs every process whose owner is in [lo, hi). A dead
-// sandbox init takes its whole pid namespace with it.
-func killUIDRange(lo, hi uint32) {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat("/proc/"+e.Name(), &st) == nil && st.Uid >= lo && st.Uid < hi {
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-	}
-}
-
-// unmountTagged detaches every tmpfs whose source is tag (our workdirs) and
-// removes its mount point.
-func unmountTagged(tag string) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, line := range strings.Split(string(data), "\n") {
-		_, after, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(line), strings.Fields(after)
-		if !ok || len(f) < 5 || len(g) < 2 || g[1] != tag {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		// EINVAL, ENOENT: gone since mountinfo was read (a predecessor
-		// still shutting down released it), which is the end wanted.
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
-			continue
-		}
-		_ = os.Remove(mp)
-	}
-	return errors.Join(errs...)
-}
-
-// prepareRunDir creates RunDir and RunDir/i<K> traversable (0711) but not
-// listable by others: the init, an unprivileged host uid, must walk to the
-// workdir to bind it.
-func prepareRunDir(runDir, workRoot string) error {
-	if err := os.MkdirAll(runDir, 0o711); err != nil {
-		return fmt.Errorf("sandbox: %w", err)
-	}
-	for p := runDir; ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return fmt.Errorf("sandbox: %w", err)
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			if p != runDir {
-				return fmt.Errorf("sandbox: %s (an ancestor of RunDir) is not searchable by others (o+x)", p)
-			}
-			if err := os.Chmod(p, fi.Mode().Perm()|0o011); err != nil {
-				return fmt.Errorf("sandbox: %w", err)
-			}
-		}
-		if p == "/" {
-			break
-		}
-	}
-	if err := os.Mkdir(workRoot, 0o711); err != nil {
-		return fmt.Errorf("sandbox: %w", err)
-	}
-	return nil
-}
-
 // checkSubIDOverlap refuses a uid range that /etc/subuid or /etc/subgid
 // hands out to rootless containers.
 func checkSubIDOverlap(lo, hi uint32) error {
@@ -334,44 +203,6 @@ func checkSubIDOverlap(lo, hi uint32) error {
 		}
 	}
 	return nil
-}
-
-// NewWorkdir mounts a tmpfs of maxBytes on a fresh directory under
-// RunDir/i<K>. The mount source names the instance, so a successor finds
-// and removes it after a crash.
-func (l *Linux) NewWorkdir(maxBytes int64) (string, func() error, error) {
-	if l.closed.Load() {
-		return "", nil, errors.New("sandbox: closed")
-	}
-	if maxBytes <= 0 {
-		return "", nil, errors.New("sandbox: workdir size must be positive")
-	}
-	dir := filepath.Join(l.workRoot, "w"+strconv.FormatUint(l.wdSeq.Add(1), 10))
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", nil, err
-	}
-	opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0755", maxBytes, inodesFor(maxBytes))
-	if err := unix.Mount(l.mountTag(), dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		os.Remove(dir)
-		return "", nil, fmt.Errorf("sandbox: mount workdir: %w", err)
-	}
-	var once sync.Once
-	var rerr error
-	release := func() error {
-		once.Do(func() {
-			// ENOENT/EINVAL: Close (or a successor's cleanup) got there first.
-			err := unix.Unmount(dir, unix.MNT_DETACH)
-			if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-				rerr = fmt.Errorf("sandbox: unmount %s: %w", dir, err)
-				return
-			}
-			if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
-				rerr = err
-			}
-		})
-		return rerr
-	}
-	return dir, release, nil
 }
 
 // Describe reports the isolation in force.
@@ -410,7 +241,7 @@ func (l *Linux) Close() error {
 	}
 	err := l.cleanup()
 	l.exe.Close()
-	l.lock.Close()
+	l.release()
 	return err
 }
 

@@ -121,3 +121,26 @@ func wantStatus(t *testing.T, r runOut, want Status) {
 		t.Fatalf("status %q, want %q (exit %d %s)\nstdout: %.2000s\nstderr: %.2000s", r.Status, want, r.ExitCode, r.Signal, r.Stdout, r.Stderr)
 	}
 }
+
+// reclaim opens a backend with open until it holds instance k, as a
+// crashed server's successor would: a successor takes the lowest free K,
+// and another test process on the host may have freed a lower one since.
+// The backends holding those lower ones stay open until the test ends.
+func reclaim[T interface{ Close() error }](t *testing.T, k int, open func() (T, int, error)) T {
+	t.Helper()
+	for range 16 {
+		b, got, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == k {
+			return b
+		}
+		t.Cleanup(func() { b.Close() })
+		if got > k {
+			t.Fatalf("successor got K=%d, want %d: another process took %d", got, k, k)
+		}
+	}
+	t.Fatalf("never got K=%d back", k)
+	panic("unreachable")
+}

@@ -1,0 +1,206 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// host is what one backend holds on this machine while it lives: an
+// instance number K, claimed with a host-wide lock, and what K names: a
+// band of host uids, a cgroup subtree, tmpfs workdirs under RunDir/i<K>;
+// and the removal of whatever a crashed predecessor with the same K left.
+// The native backend and gVisor each hold one; it knows nothing of how
+// either runs code.
+type host struct {
+	cfg      LinuxConfig
+	log      *slog.Logger
+	instance int
+	lock     *os.File // flock on InstanceDir/K.lock, held while alive
+	workRoot string   // RunDir/i<K>
+	cg       cgroupTree
+	// degraded: no usable cgroups, rlimits instead (LinuxConfig.AllowDegraded).
+	degraded bool
+	wdSeq    atomic.Uint64
+	closed   atomic.Bool // no new workdirs
+}
+
+// release gives K back (the lock dies with the process anyway).
+func (l *host) release() { l.lock.Close() }
+
+func (l *host) hostID(slot int) uint32 {
+	return l.cfg.UIDBase + uint32((l.instance*MaxSlots+slot)*idRange)
+}
+
+// instanceRange is the first host id of instance k's range.
+func (l *host) instanceRange(k int) uint32 {
+	return l.cfg.UIDBase + uint32(k*MaxSlots*idRange)
+}
+
+func (l *host) mountTag() string { return "codeexec-i" + strconv.Itoa(l.instance) }
+
+// claim takes the first free K.lock. flock dies with its owner, so a
+// crashed server's K becomes free again, to be cleaned by its successor.
+func (l *host) claim() error {
+	if err := os.MkdirAll(l.cfg.InstanceDir, 0o755); err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	for k := 0; k < l.cfg.MaxInstances; k++ {
+		f, err := os.OpenFile(filepath.Join(l.cfg.InstanceDir, strconv.Itoa(k)+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			l.instance, l.lock = k, f
+			l.workRoot = filepath.Join(l.cfg.RunDir, "i"+strconv.Itoa(k))
+			return nil
+		}
+		f.Close()
+	}
+	return fmt.Errorf("sandbox: all %d instance slots in %s are taken", l.cfg.MaxInstances, l.cfg.InstanceDir)
+}
+
+// cleanup removes everything instance K may have left: processes running
+// as any of its host uids, its cgroups (and what more purge finds of
+// them: gVisor's runsc makes cgroups of its own), its workdir mounts and
+// RunDir/i<K>.
+func (l *host) cleanup(purge ...func() error) error {
+	killUIDRange(l.instanceRange(l.instance), l.instanceRange(l.instance+1))
+	var errs []error
+	if err := l.cg.purge(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range purge {
+		if err := p(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountTagged(l.mountTag()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(l.workRoot); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// killUIDRange SIGKILLs every process whose owner is in [lo, hi). A dead
+// sandbox init takes its whole pid namespace with it.
+func killUIDRange(lo, hi uint32) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name(), &st) == nil && st.Uid >= lo && st.Uid < hi {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+}
+
+// unmountTagged detaches every tmpfs whose source is tag (our workdirs) and
+// removes its mount point.
+func unmountTagged(tag string) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, line := range strings.Split(string(data), "\n") {
+		_, after, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(line), strings.Fields(after)
+		if !ok || len(f) < 5 || len(g) < 2 || g[1] != tag {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		// EINVAL, ENOENT: gone since mountinfo was read (a predecessor
+		// still shutting down released it), which is the end wanted.
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+			continue
+		}
+		_ = os.Remove(mp)
+	}
+	return errors.Join(errs...)
+}
+
+// prepareRunDir creates RunDir and RunDir/i<K> traversable (0711) but not
+// listable by others: the init, an unprivileged host uid, must walk to the
+// workdir to bind it.
+func prepareRunDir(runDir, workRoot string) error {
+	if err := os.MkdirAll(runDir, 0o711); err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	for p := runDir; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if p != runDir {
+				return fmt.Errorf("sandbox: %s (an ancestor of RunDir) is not searchable by others (o+x)", p)
+			}
+			if err := os.Chmod(p, fi.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("sandbox: %w", err)
+			}
+		}
+		if p == "/" {
+			break
+		}
+	}
+	if err := os.Mkdir(workRoot, 0o711); err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	return nil
+}
+
+// NewWorkdir mounts a tmpfs of maxBytes on a fresh directory under
+// RunDir/i<K>. The mount source names the instance, so a successor finds
+// and removes it after a crash.
+func (l *host) NewWorkdir(maxBytes int64) (string, func() error, error) {
+	if l.closed.Load() {
+		return "", nil, errors.New("sandbox: closed")
+	}
+	if maxBytes <= 0 {
+		return "", nil, errors.New("sandbox: workdir size must be positive")
+	}
+	dir := filepath.Join(l.workRoot, "w"+strconv.FormatUint(l.wdSeq.Add(1), 10))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", nil, err
+	}
+	opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0755", maxBytes, inodesFor(maxBytes))
+	if err := unix.Mount(l.mountTag(), dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		os.Remove(dir)
+		return "", nil, fmt.Errorf("sandbox: mount workdir: %w", err)
+	}
+	var once sync.Once
+	var rerr error
+	release := func() error {
+		once.Do(func() {
+			// ENOENT/EINVAL: Close (or a successor's cleanup) got there first.
+			err := unix.Unmount(dir, unix.MNT_DETACH)
+			if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+				rerr = fmt.Errorf("sandbox: unmount %s: %w", dir, err)
+				return
+			}
+			if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+				rerr = err
+			}
+		})
+		return rerr
+	}
+	return dir, release, nil
+}
