@@ -25,7 +25,7 @@ func newConsole(cfg *config.Config, box sandbox.Sandbox, adm *admission.Controll
 		storage += " " + cfg.GCSBucket
 	}
 	c := console.Config{
-		Isolation: box.Describe,
+		Isolation: func() any { return box.Describe() },
 		Storage:   storage,
 		Load: func() map[string]any {
 			st := adm.Stats()

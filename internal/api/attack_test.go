@@ -30,14 +30,15 @@ import (
 func (e *env) sandboxProcesses() []string {
 	t := e.t
 	t.Helper()
-	if e.box.Describe()["backend"] == "gvisor" {
+	if e.box.Describe().Backend == "gvisor" {
 		return e.gvisorProcesses()
 	}
-	var lo, span uint64
-	if _, err := fmt.Sscanf(fmt.Sprint(e.box.Describe()["uid_map"]), "inside 0-65535 -> host %d + slot*%d", &lo, &span); err != nil {
-		t.Fatalf("uid range: %v", err)
+	iso := e.box.Describe()
+	if iso.UIDSpan == 0 {
+		t.Fatalf("no uid band in %+v", iso)
 	}
-	hi := lo + span*uint64(e.box.Describe()["slots"].(int))
+	lo := uint64(iso.UIDBase)
+	hi := lo + uint64(iso.UIDSpan)*uint64(iso.Slots)
 	var out []string
 	dirs, _ := filepath.Glob("/proc/[0-9]*/status")
 	for _, st := range dirs {

@@ -130,8 +130,7 @@ func runOnBackend(t *testing.T, b backend) {
 // those in its slots' cgroups (gofers, sentries, stubs) and runsc
 // processes working under its run directory.
 func (e *env) gvisorProcesses() []string {
-	cg, _ := e.box.Describe()["cgroup"].(map[string]any)
-	base, _ := cg["path"].(string)
+	base := e.box.Describe().Cgroup.Path
 	if base == "" {
 		e.t.Fatal("gvisor backend describes no cgroup path")
 	}

@@ -37,8 +37,9 @@ type Finding struct {
 // Config is what the console reports. Every function may be nil.
 type Config struct {
 	Tracker *Tracker
-	// Isolation is the sandbox's report of the isolation in force.
-	Isolation func() map[string]any
+	// Isolation is the sandbox's report of the isolation in force, shown
+	// as the JSON it encodes to.
+	Isolation func() any
 	// Storage names the storage backend (e.g. "local /tmp/codeexec").
 	Storage string
 	// Load reports admission's figures (running, queued, capacity).

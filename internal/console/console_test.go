@@ -176,7 +176,7 @@ func TestStatusReportsSourcesAndCachesDoctor(t *testing.T) {
 	tr := NewTracker()
 	c := New(Config{
 		Tracker: tr,
-		Isolation: func() map[string]any {
+		Isolation: func() any {
 			return map[string]any{"backend": "linux", "cgroup": map[string]any{"version": 2}}
 		},
 		Storage:         "local /srv",

@@ -255,8 +255,8 @@ func TestCgroupV2SampledPeak(t *testing.T) {
 		os.RemoveAll(testRunDir + "-sampled")
 	}()
 	s.cg.(*cg2Tree).samplePeak = true
-	if d := fmt.Sprint(s.Describe()["cgroup"]); !strings.Contains(d, "memory.current sampled") || !strings.Contains(d, "memory pids") {
-		t.Errorf("describe: %s", d)
+	if d := s.Describe().Cgroup; !strings.Contains(d.MemoryPeak, "memory.current sampled") || !slices.Contains(d.Controllers, "memory") || !slices.Contains(d.Controllers, "pids") {
+		t.Errorf("describe: %+v", d)
 	}
 	// 64 MiB held for a few polls.
 	r := run(t, s, Spec{Limits: Limits{MemoryBytes: 256 << 20, CPUTime: time.Minute, WallTime: 2 * time.Minute},

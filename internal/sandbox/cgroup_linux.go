@@ -49,7 +49,7 @@ type cgroupTree interface {
 	// purge kills every process of the instance's tree and removes it; used
 	// on start (a crashed predecessor's leftovers) and on Close.
 	purge() error
-	describe() map[string]any
+	describe() CgroupReport
 }
 
 type runCgroup interface {
@@ -122,9 +122,9 @@ func (t *cg1Tree) hierarchy() ([]cgroup1.Subsystem, error) {
 	}, nil
 }
 
-func (t *cg1Tree) describe() map[string]any {
-	return map[string]any{"version": 1, "path": t.base,
-		"controllers": []string{"memory", "pids", "cpu", "cpuacct"}, "memsw": t.memsw}
+func (t *cg1Tree) describe() CgroupReport {
+	return CgroupReport{Version: 1, Path: t.base,
+		Controllers: []string{"memory", "pids", "cpu", "cpuacct"}, MemSW: t.memsw}
 }
 
 func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
@@ -501,7 +501,7 @@ func subset(want, have []string) bool {
 	return true
 }
 
-func (t *cg2Tree) describe() map[string]any {
+func (t *cg2Tree) describe() CgroupReport {
 	// What the instance's cgroup (made and removed with its runs) may
 	// hand to them: its parent's delegation.
 	b, _ := os.ReadFile(filepath.Join(cgroupRoot, path.Dir(t.base), "cgroup.subtree_control"))
@@ -509,8 +509,8 @@ func (t *cg2Tree) describe() map[string]any {
 	if t.samplePeak {
 		peak = "memory.current sampled every " + cpuPoll.String() + " (no memory.peak before Linux 5.19)"
 	}
-	return map[string]any{"version": 2, "path": t.base,
-		"controllers": strings.Fields(string(b)), "memory_peak": peak}
+	return CgroupReport{Version: 2, Path: t.base,
+		Controllers: strings.Fields(string(b)), MemoryPeak: peak}
 }
 
 func (t *cg2Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
@@ -742,9 +742,8 @@ type noCgroups struct{}
 
 func (noCgroups) newRun(int, cgroupLimits) (runCgroup, error) { return noCgroups{}, nil }
 func (noCgroups) purge() error                                { return nil }
-func (noCgroups) describe() map[string]any {
-	return map[string]any{"version": "none", "degraded": true,
-		"instead": "RLIMIT_AS for memory, RLIMIT_NPROC per sandbox uid for processes, RLIMIT_CPU per process"}
+func (noCgroups) describe() CgroupReport {
+	return CgroupReport{Instead: "RLIMIT_AS for memory, RLIMIT_NPROC per sandbox uid for processes, RLIMIT_CPU per process"}
 }
 func (noCgroups) addProc(int) error                { return nil }
 func (noCgroups) cgroupFD() int                    { return -1 }

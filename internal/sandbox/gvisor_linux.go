@@ -266,23 +266,24 @@ func (g *GVisor) NewWorkdir(maxBytes int64) (string, func() error, error) {
 }
 
 // Describe reports the isolation in force.
-func (g *GVisor) Describe() map[string]any {
+func (g *GVisor) Describe() Isolation {
 	rootfs := "host /usr and allowlisted /etc (copied at start), read-only"
 	if g.cfg.RootFS != "" {
 		rootfs = g.cfg.RootFS + " (usr, allowlisted etc), read-only"
 	}
-	return map[string]any{
-		"backend":  "gvisor",
-		"runsc":    g.cfg.Runsc + " (" + g.version + ")",
-		"platform": g.cfg.Platform,
-		"instance": g.base.instance,
-		"slots":    g.cfg.Slots,
-		"kernel":   "gVisor sentry (user-space kernel); one sandbox per step",
-		"user":     fmt.Sprintf("code runs as uid %d inside gVisor, no capabilities, no_new_privs; host side: gofer (root), sentry (nobody)", sandboxUID),
-		"cgroup":   g.base.cg.describe(),
-		"network":  "none unless Limits.Network (then the host's, through gVisor's netstack)",
-		"rootfs":   rootfs,
-		"cpus":     g.cfg.CPUs,
+	return Isolation{
+		Backend:  "gvisor",
+		Runsc:    g.cfg.Runsc + " (" + g.version + ")",
+		Platform: g.cfg.Platform,
+		Instance: g.base.instance,
+		Slots:    g.cfg.Slots,
+		UIDBase:  g.base.hostID(0),
+		Kernel:   "gVisor sentry (user-space kernel); one sandbox per step",
+		User:     fmt.Sprintf("code runs as uid %d inside gVisor, no capabilities, no_new_privs; host side: gofer (root), sentry (nobody)", sandboxUID),
+		Cgroup:   g.base.cg.describe(),
+		Network:  "none unless Limits.Network (then the host's, through gVisor's netstack)",
+		RootFS:   rootfs,
+		CPUs:     g.cfg.CPUs,
 	}
 }
 

@@ -12,5 +12,5 @@ func NewGVisor(GVisorConfig) (*GVisor, error) { return nil, errNotLinux }
 
 func (*GVisor) NewWorkdir(int64) (string, func() error, error) { return "", nil, errNotLinux }
 func (*GVisor) Run(context.Context, Spec) (Result, error)      { return Result{}, errNotLinux }
-func (*GVisor) Describe() map[string]any                       { return map[string]any{"backend": "none"} }
+func (*GVisor) Describe() Isolation                            { return Isolation{Backend: "none"} }
 func (*GVisor) Close() error                                   { return nil }

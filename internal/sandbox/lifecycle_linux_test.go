@@ -3,6 +3,7 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,9 +48,17 @@ func TestCompileThenRun(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	s := sb(t)
 	d := s.Describe()
-	for _, k := range []string{"userns", "uid_map", "cgroup", "seccomp", "network", "rootfs"} {
-		if _, ok := d[k]; !ok {
-			t.Errorf("Describe lacks %q: %v", k, d)
+	if d.Backend != "linux" || !d.UserNS || d.UIDSpan != idRange || d.UIDBase != s.hostID(0) || d.Slots != 4 ||
+		d.Instance != s.instance || d.Warm != nil || d.Degraded || d.Cgroup.Version == 0 || d.Cgroup.Path == "" {
+		t.Errorf("Describe: %+v", d)
+	}
+	// /health and the console show it as JSON under these keys.
+	b, _ := json.Marshal(d)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	for _, k := range []string{"backend", "userns", "uid_map", "uid_base", "cgroup", "seccomp", "network", "rootfs", "slots"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("the JSON report lacks %q: %s", k, b)
 		}
 	}
 }

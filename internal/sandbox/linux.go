@@ -206,25 +206,27 @@ func checkSubIDOverlap(lo, hi uint32) error {
 }
 
 // Describe reports the isolation in force.
-func (l *Linux) Describe() map[string]any {
+func (l *Linux) Describe() Isolation {
 	rootfs := "host /usr and allowlisted /etc, read-only"
 	if l.cfg.RootFS != "" {
 		rootfs = l.cfg.RootFS + " (usr, allowlisted etc), read-only"
 	}
-	return map[string]any{
-		"backend":    "linux",
-		"instance":   l.instance,
-		"slots":      l.cfg.Slots + WarmTemplatesPerSlot*l.cfg.Warm.Python, // cold, then warm (preloaded and lean)
-		"userns":     true,
-		"uid_map":    fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
-		"namespaces": []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},
-		"cgroup":     l.cg.describe(),
-		"degraded":   l.degraded,
-		"seccomp":    "deny-list (mount, namespaces, ptrace, bpf, io_uring, keyrings, modules, ...); sockets AF_UNIX only without network",
-		"network":    "none unless Limits.Network",
-		"rootfs":     rootfs,
-		"cpus":       l.cfg.CPUs,
-		"warm":       l.warmDescribe(),
+	return Isolation{
+		Backend:    "linux",
+		Instance:   l.instance,
+		Slots:      l.cfg.Slots + WarmTemplatesPerSlot*l.cfg.Warm.Python, // cold, then warm (preloaded and lean)
+		UIDBase:    l.hostID(0),
+		UIDSpan:    idRange,
+		UserNS:     true,
+		UIDMap:     fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
+		Namespaces: []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},
+		Cgroup:     l.cg.describe(),
+		Degraded:   l.degraded,
+		Seccomp:    "deny-list (mount, namespaces, ptrace, bpf, io_uring, keyrings, modules, ...); sockets AF_UNIX only without network",
+		Network:    "none unless Limits.Network",
+		RootFS:     rootfs,
+		CPUs:       l.cfg.CPUs,
+		Warm:       l.warmDescribe(),
 	}
 }
 

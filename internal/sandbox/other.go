@@ -20,5 +20,5 @@ func MaybeInit() {}
 
 func (*Linux) NewWorkdir(int64) (string, func() error, error) { return "", nil, errNotLinux }
 func (*Linux) Run(context.Context, Spec) (Result, error)      { return Result{}, errNotLinux }
-func (*Linux) Describe() map[string]any                       { return map[string]any{"backend": "none"} }
+func (*Linux) Describe() Isolation                            { return Isolation{Backend: "none"} }
 func (*Linux) Close() error                                   { return nil }

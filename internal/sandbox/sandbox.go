@@ -100,7 +100,63 @@ type Sandbox interface {
 	// code did not run as asked); the code's own failures are in Result.
 	Run(ctx context.Context, spec Spec) (Result, error)
 	// Describe reports the isolation actually in force, for /health and doctor.
-	Describe() map[string]any
+	Describe() Isolation
 	// Close releases what the sandbox holds (cgroups, run directories).
 	Close() error
+}
+
+// Isolation is what a backend reports of the isolation in force: the facts
+// tests and tools read as fields, and a sentence each for people (/health,
+// the console, doctor).
+type Isolation struct {
+	Backend  string `json:"backend"` // "linux", "gvisor"
+	Instance int    `json:"instance"`
+	Slots    int    `json:"slots"` // runs at once (the native backend counts warm templates too)
+	// Host uids: slot s's ids 0-65535 map to UIDBase + s*UIDSpan onward
+	// (gVisor: UIDSpan 0, the code's uid is the sentry's own mapping).
+	UIDBase    uint32       `json:"uid_base"`
+	UIDSpan    uint32       `json:"uid_span"`
+	UserNS     bool         `json:"userns,omitempty"`
+	UIDMap     string       `json:"uid_map,omitempty"`
+	User       string       `json:"user,omitempty"`
+	Namespaces []string     `json:"namespaces,omitempty"`
+	Cgroup     CgroupReport `json:"cgroup"`
+	Degraded   bool         `json:"degraded"`
+	Seccomp    string       `json:"seccomp,omitempty"`
+	Network    string       `json:"network"`
+	RootFS     string       `json:"rootfs"`
+	CPUs       float64      `json:"cpus"`
+	Runsc      string       `json:"runsc,omitempty"`
+	Platform   string       `json:"platform,omitempty"`
+	Kernel     string       `json:"kernel,omitempty"`
+	Warm       *WarmReport  `json:"warm,omitempty"` // nil: no warm pool
+}
+
+// CgroupReport describes the cgroup tree runs are limited by.
+type CgroupReport struct {
+	Version     int      `json:"version"` // 1 or 2; 0: none (degraded)
+	Path        string   `json:"path,omitempty"`
+	Controllers []string `json:"controllers,omitempty"`
+	MemSW       bool     `json:"memsw,omitempty"`       // v1: swap is limited too
+	MemoryPeak  string   `json:"memory_peak,omitempty"` // v2: how the peak is measured
+	Instead     string   `json:"instead,omitempty"`     // degraded: what limits runs instead
+}
+
+// WarmReport describes the warm pool.
+type WarmReport struct {
+	Python WarmPython `json:"python"`
+}
+
+// WarmPython describes the pool's Python templates.
+type WarmPython struct {
+	Templates   int    `json:"templates"`
+	Ready       int    `json:"ready"`
+	Spares      int    `json:"spares"`
+	Preloaded   int    `json:"preloaded"`
+	Lean        int    `json:"lean"`
+	Interpreter string `json:"interpreter"`
+	Isolation   string `json:"isolation"`
+	Serves      string `json:"serves"`
+	Served      int64  `json:"served"` // runs served warm since start
+	PinnedPages []int  `json:"pinned_pages"`
 }

@@ -226,7 +226,7 @@ func (p *warmPool) broadcast() {
 	p.changed = make(chan struct{})
 }
 
-func (p *warmPool) describe() map[string]any {
+func (p *warmPool) describe() *WarmReport {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ready := 0
@@ -237,14 +237,14 @@ func (p *warmPool) describe() map[string]any {
 		}
 		pinned = append(pinned, t.pinned)
 	}
-	return map[string]any{"python": map[string]any{"templates": len(p.tmpls), "ready": ready, "spares": p.cfg.Spares,
-		"preloaded": p.cfg.Python, "lean": leanPerSlot * p.cfg.Python,
-		"interpreter": p.cfg.Interpreter,
-		"isolation": "per run: forked child, pid 2 under a reaper in fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
+	return &WarmReport{Python: WarmPython{Templates: len(p.tmpls), Ready: ready, Spares: p.cfg.Spares,
+		Preloaded: p.cfg.Python, Lean: leanPerSlot * p.cfg.Python,
+		Interpreter: p.cfg.Interpreter,
+		Isolation: "per run: forked child, pid 2 under a reaper in fresh pid/mnt/ipc/uts namespaces, own cgroup, uid 1000, no capabilities, no_new_privs, the same seccomp programs; used once. " +
 			"Network: the template's namespace (no interface up, AF_UNIX only), one run at a time, after the previous run's processes are gone",
-		"serves":       "Python code (pre-imported interpreter); any other single-step run is exec'd by a warm child",
-		"served":       p.served.Load(),
-		"pinned_pages": pinned}}
+		Serves:      "Python code (pre-imported interpreter); any other single-step run is exec'd by a warm child",
+		Served:      p.served.Load(),
+		PinnedPages: pinned}}
 }
 
 // serves reports whether the pool can serve spec as a cold run would, and
@@ -1207,9 +1207,9 @@ func fileConn(fd int) (*net.UnixConn, error) {
 	return uc, nil
 }
 
-func (l *Linux) warmDescribe() map[string]any {
+func (l *Linux) warmDescribe() *WarmReport {
 	if l.warm == nil {
-		return map[string]any{"python": "disabled"}
+		return nil
 	}
 	return l.warm.describe()
 }

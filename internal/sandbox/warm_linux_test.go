@@ -72,8 +72,8 @@ func TestWarmBasic(t *testing.T) {
 		t.Fatalf("output file: %q %v", b, err)
 	}
 	t.Logf("wall %v cpu %v mem %d", r.WallTime, r.CPUTime, r.MemoryPeak)
-	if !strings.Contains(fmt.Sprint(s.Describe()["warm"]), fmt.Sprintf("ready:%d", WarmTemplatesPerSlot)) {
-		t.Errorf("describe: %v", s.Describe()["warm"])
+	if w := s.Describe().Warm; w == nil || w.Python.Ready != WarmTemplatesPerSlot {
+		t.Errorf("describe: %+v", w)
 	}
 }
 

@@ -153,7 +153,7 @@
     $("status-cards").replaceChildren(
       card("Health", s.status, "up " + Math.round(s.uptime_seconds / 60) + " min", "card-health"),
       card("Sandbox", iso.backend || "?", iso.degraded ? "DEGRADED: no cgroups" : (iso.slots ? iso.slots + " slots" : ""), "card-backend"),
-      card("cgroups", cg.version !== undefined ? "v" + cg.version : "?", cg.path || "", "card-cgroup"),
+      card("cgroups", cg.version ? "v" + cg.version : (cg.version === 0 ? "none" : "?"), cg.path || cg.instead || "", "card-cgroup"),
       card("Warm pool", warmText, warmSub, "card-warm"),
       card("Storage", (s.storage || "?").split(" ")[0], (s.storage || "").split(" ").slice(1).join(" "), "card-storage"),
       card("Executions", (load.running || 0) + " / " + (load.concurrency || "?") + " running", (load.queued || 0) + " queued of " + (load.queue_cap || "?"), "card-load"),

@@ -202,8 +202,8 @@ func (f *Fake) check(spec sandbox.Spec) error {
 }
 
 // Describe names the fake.
-func (f *Fake) Describe() map[string]any {
-	return map[string]any{"backend": "sandboxtest", "isolation": "none"}
+func (f *Fake) Describe() sandbox.Isolation {
+	return sandbox.Isolation{Backend: "sandboxtest", Network: "none: nothing runs", RootFS: "none: nothing runs"}
 }
 
 // Close fails if a workdir is still open: a caller leaked it.
