@@ -468,7 +468,7 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		if lastExit != 0 {
 			if _, err := os.Stat(pidFile); err != nil {
 				// runsc failed before the step's process existed.
-				return res, fmt.Errorf("sandbox: runsc run failed (exit %d) for step %q", lastExit, st.Name)
+				return res, fmt.Errorf("sandbox: runsc run failed (%v) for step %q", cmd.ProcessState, st.Name)
 			}
 			break
 		}
@@ -507,24 +507,13 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 	return res, nil
 }
 
-// gvisorDenied are syscalls the code gets EPERM for, enforced by the sentry
-// (--oci-seccomp): gVisor's kernel is the boundary, but namespaces, mounts,
-// ptrace and the like stay unavailable as in the native backend.
-var gvisorDenied = []string{
-	"mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-	"ptrace", "process_vm_readv", "process_vm_writev",
-	"keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-}
-
 func gvisorSeccomp() *specs.LinuxSeccomp {
 	sc := &specs.LinuxSeccomp{
 		DefaultAction: specs.ActAllow,
 		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchAARCH64},
-		Syscalls:      []specs.LinuxSyscall{{Names: gvisorDenied, Action: specs.ActErrno}},
+		Syscalls:      []specs.LinuxSyscall{{Names: deniedSyscalls, Action: specs.ActErrno}},
 	}
-	for _, flag := range []uint64{unix.CLONE_NEWNS, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWUSER,
-		unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWCGROUP} {
+	for _, flag := range cloneNamespaceFlags {
 		sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{Names: []string{"clone"}, Action: specs.ActErrno,
 			Args: []specs.LinuxSeccompArg{{Index: 0, Value: flag, ValueTwo: flag, Op: specs.OpMaskedEqual}}})
 	}
@@ -601,7 +590,7 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 	}
 	rlimits := []specs.POSIXRlimit{
 		rlimit("RLIMIT_CORE", 0),
-		rlimit("RLIMIT_NOFILE", 4096),
+		rlimit("RLIMIT_NOFILE", sandboxNoFile),
 		rlimit("RLIMIT_FSIZE", uint64(lim.FileBytes)),
 		// gVisor counts the sandbox's tasks against it (all run as one uid).
 		rlimit("RLIMIT_NPROC", uint64(lim.Pids)),

@@ -29,7 +29,6 @@ const (
 	initConfigFD = 3
 	initEventFD  = 4
 
-	sandboxUID = 1000               // the steps' uid and gid inside
 	prlimitBin = "/usr/bin/prlimit" // util-linux: rlimits for a step without cgroups
 	newRootDir = "/tmp"
 )
@@ -67,27 +66,6 @@ type initEvent struct {
 	TimedOut bool   `json:"timed_out,omitempty"`
 	Err      string `json:"err,omitempty"`
 }
-
-// etcAllowlist are the /etc entries (globs) toolchains need; everything else
-// in /etc stays invisible. passwd, group, hosts and hostname are synthetic.
-var etcAllowlist = []string{
-	"alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
-	"ca-certificates", "ca-certificates.conf", "ssl", "fonts",
-	"R", "php", "python3", "python3.*", "java-*", "perl", "ImageMagick-*",
-	"mime.types", "magic", "magic.mime", "matplotlibrc", "localtime", "timezone",
-	"nsswitch.conf", "host.conf", "gai.conf", "protocols", "services",
-	"os-release", "debian_version", "environment", "ldc2.conf",
-}
-
-// rootDirs are the top-level entries of the root taken from the base tree:
-// symlinks (merged /usr) are recreated, directories bound read-only.
-var rootDirs = []string{"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"}
-
-var hostDevices = []string{"null", "zero", "full", "random", "urandom", "tty"}
-
-// procMasked are /proc files hidden behind /dev/null (kernel internals
-// that help nobody's code but help exploits).
-var procMasked = []string{"kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms"}
 
 // MaybeInit must be the first thing main (and TestMain) does: when this
 // process is a sandbox init it runs the sandbox and exits, otherwise it
@@ -574,7 +552,7 @@ func setRlimits(cfg initConfig) error {
 	if err := set(unix.RLIMIT_CORE, 0, 0); err != nil {
 		return err
 	}
-	if err := set(unix.RLIMIT_NOFILE, 4096, 4096); err != nil {
+	if err := set(unix.RLIMIT_NOFILE, sandboxNoFile, sandboxNoFile); err != nil {
 		return err
 	}
 	return set(unix.RLIMIT_FSIZE, uint64(cfg.FileBytes), uint64(cfg.FileBytes))

@@ -13,33 +13,6 @@ import (
 
 const seccompAvailable = true
 
-// deniedSyscalls fail with EPERM: namespace and mount manipulation, kernel
-// attack surface (bpf, io_uring, userfaultfd, perf, keyrings), other
-// processes' memory, and host administration. Names unknown on this
-// architecture are skipped.
-var deniedSyscalls = []string{
-	"mount", "umount", "umount2", "pivot_root", "chroot",
-	"fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-	"unshare", "setns",
-	"ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp", "pidfd_getfd",
-	"keyctl", "add_key", "request_key",
-	"bpf", "perf_event_open", "userfaultfd",
-	"init_module", "finit_module", "delete_module", "create_module",
-	"kexec_load", "kexec_file_load", "reboot",
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-	"swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
-	"open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "syslog",
-	"vhangup", "iopl", "ioperm", "uselib", "nfsservctl", "_sysctl",
-	"settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-	"fanotify_init",
-}
-
-// cloneNamespaceFlags are refused in clone(2): no new namespaces inside.
-var cloneNamespaceFlags = []uint64{
-	unix.CLONE_NEWNS, unix.CLONE_NEWUTS, unix.CLONE_NEWIPC, unix.CLONE_NEWUSER,
-	unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWCGROUP,
-}
-
 // allowedPersonalities are the personality(2) arguments Docker also allows:
 // query, Linux, and ADDR_NO_RANDOMIZE / UNAME26 variants used by tools.
 var allowedPersonalities = []uint64{0x0, 0x8, 0x20000, 0x20008, 0xffffffff}

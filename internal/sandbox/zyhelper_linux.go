@@ -64,6 +64,7 @@ func buildZygoteHelper(ctx context.Context, dir string) (zygoteHelper, error) {
 // ccBuild compiles src with the first of flagSets that works, cached in
 // dir, and returns the output's bytes.
 func ccBuild(ctx context.Context, cc, dir, name, ext string, src []byte, flagSets ...[]string) ([]byte, error) {
+	src = append(policyHeader(), src...)
 	sum := sha256.Sum256(append(append([]byte(cc), 0), src...))
 	out := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:8])+ext)
 	if b, err := os.ReadFile(out); err == nil && len(b) > 0 {

@@ -42,7 +42,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define SANDBOX_UID 1000
+/* SANDBOX_UID comes from the policy (policy_linux.go), defined ahead of
+ * this source when the server compiles it. */
+#ifndef SANDBOX_UID
+#error "compile with the policy header (policyHeader)"
+#endif
 #define SOCK 3
 #define RUN_PID 2
 #define REPORT_SIG (SIGRTMIN + 2) /* zygote.c's REPORT_SIG */

@@ -70,7 +70,11 @@
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
 #endif
 
-#define SANDBOX_UID 1000
+/* SANDBOX_UID and SANDBOX_NOFILE come from the policy (policy_linux.go),
+ * defined ahead of this source when the server compiles it. */
+#if !defined(SANDBOX_UID) || !defined(SANDBOX_NOFILE)
+#error "compile with the policy header (policyHeader)"
+#endif
 #define MAX_CHILDREN 64
 /* A run's process queues its exit status to pid 1 with this (reaper.c). */
 #define REPORT_SIG (SIGRTMIN + 2)
@@ -274,7 +278,7 @@ static void child_setup(void) {
     scratch_opts(opts, sizeof opts, pool_disk);
     CHECK(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts), "mount /tmp");
     CHECK(mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts), "mount /dev/shm");
-    struct rlimit core = {0, 0}, nofile = {4096, 4096};
+    struct rlimit core = {0, 0}, nofile = {SANDBOX_NOFILE, SANDBOX_NOFILE};
     CHECK(setrlimit(RLIMIT_CORE, &core), "rlimit core");
     CHECK(setrlimit(RLIMIT_NOFILE, &nofile), "rlimit nofile");
     /* The bounding set only limits what an exec can grant: the effective
