@@ -1,6 +1,8 @@
 // Package api is the HTTP transport: LibreChat's Code Interpreter API and
 // the /v1/sessions API, both over the one execution engine. routes.go shows
-// the whole surface.
+// the whole surface. It owns the wire formats, status codes and who may
+// touch which object; it must not know how code is isolated or run (the
+// engine and the sandbox behind it) or where bytes are kept (the Store).
 package api
 
 import (

@@ -1,6 +1,7 @@
 // Package auth decides who is calling: a shared API key (X-API-Key, Bearer
 // or HTTP Basic), a JWT minted by LibreChat, or nobody when the operator
-// explicitly runs without authentication.
+// explicitly runs without authentication. It answers with a principal and
+// must not know what the principal may do: routes and quotas decide that.
 package auth
 
 import (

@@ -1,5 +1,7 @@
 // Package config reads codeexec's settings from CODEEXEC_* environment
 // variables once, at start, into a Config the rest of the program is given.
+// It must not know what the settings do: main maps them onto each package's
+// own configuration.
 package config
 
 import (

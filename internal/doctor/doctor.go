@@ -1,5 +1,6 @@
 // Package doctor checks whether this host can run codeexec's sandbox and
-// says, for each layer, what works, what is missing and how to fix it.
+// says, for each layer, what works, what is missing and how to fix it. It
+// probes the host as it is and must not change it.
 package doctor
 
 import (

@@ -1,6 +1,8 @@
 // Package engine is the execution core both APIs share: stage a request's
 // files into a fresh working directory, run the code in a sandbox, and
-// collect what it wrote back into storage.
+// collect what it wrote back into storage. It is the one place that maps
+// the server's limits onto a run's. It must not know HTTP or either API's
+// wire format, nor how the sandbox isolates (only the Sandbox interface).
 package engine
 
 import (

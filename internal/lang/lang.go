@@ -1,6 +1,8 @@
 // Package lang is the table of languages codeexec runs: ids, source file,
-// compile and run steps, and how to read a toolchain's version. Adding a
-// language is one entry in table.go plus its toolchain in scripts/packages.txt.
+// compile and run steps, and how to read a toolchain's version, and what
+// each can do (Live: the stateful kernel runs it). Adding a language is one
+// entry in table.go plus its toolchain in scripts/packages.txt. It is data:
+// it must not know how or where the steps run.
 package lang
 
 import (

@@ -1,5 +1,6 @@
 // Package metrics holds codeexec's Prometheus collectors, registered on a
-// registry of their own so that tests can create as many as they like.
+// registry of their own so that tests can create as many as they like. It
+// must not know what it counts: callers record, it exposes.
 package metrics
 
 import (

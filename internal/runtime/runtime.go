@@ -2,7 +2,8 @@
 // session holding a Python interpreter that runs each call's code in one
 // persistent namespace, so variables, imports and loaded data survive from
 // call to call. Files move in and out through the engine exactly as for a
-// one-shot execution.
+// one-shot execution. It must not know HTTP or who the callers are: a
+// session is named by an opaque key.
 package runtime
 
 import (

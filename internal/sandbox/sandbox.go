@@ -1,6 +1,10 @@
 // Package sandbox runs untrusted commands in isolation: "run these steps in
 // this working directory under these limits" is the whole interface, and how
-// (Linux namespaces, gVisor, ...) is up to the implementation.
+// (Linux namespaces, gVisor, ...) is up to the implementation. Every backend
+// and the warm pool share one supervisor (supervise.go: the watchdog, the
+// output sink, classify), one policy (policy_linux.go) and one holder of
+// host resources (host_linux.go). It must not know languages, requests,
+// storage or HTTP: a run is argv, files and limits.
 package sandbox
 
 import (

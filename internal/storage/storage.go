@@ -1,6 +1,8 @@
 // Package storage keeps session files: uploads and the files executions
 // produce, keyed by (session id, file id). Store is the boundary; Blob
-// implements it over any gocloud.dev bucket (local disk, S3, GCS).
+// implements it over any gocloud.dev bucket (local disk, S3, GCS, memory
+// for tests). It keeps an object's owner but must not decide who may read
+// it: the API does.
 package storage
 
 import (

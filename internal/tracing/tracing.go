@@ -1,5 +1,6 @@
 // Package tracing sets up OpenTelemetry tracing from the standard OTEL_*
-// variables and names the tracer the rest of codeexec starts spans with.
+// variables and names the tracer the rest of codeexec starts spans with. It
+// must not know what the spans measure.
 package tracing
 
 import (
