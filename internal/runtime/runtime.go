@@ -96,9 +96,13 @@ type session struct {
 	calls     sync.Mutex // one call at a time
 	closeOnce sync.Once
 	release   func() // gives the session's memory share back
-	seq       int
-	lastUsed  time.Time // guarded by Manager.mu
-	dead      bool      // guarded by Manager.mu
+	// fz freezes the session's sandbox between calls: nothing of it runs
+	// (a background loop left by a call, say) unless a call is running.
+	// Nil when the sandbox cannot freeze.
+	fz       sandbox.Freezer
+	seq      int
+	lastUsed time.Time // guarded by Manager.mu
+	dead     bool      // guarded by Manager.mu
 }
 
 // Len is the number of live sessions.
@@ -256,7 +260,9 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 	s := &session{id: storage.NewID(), key: key, ws: ws, done: make(chan struct{}), lastUsed: time.Now()}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.MaxLifetime)
 	s.cancel = cancel
+	fzc := make(chan sandbox.Freezer, 1)
 	spec := sandbox.Spec{
+		Started: func(f sandbox.Freezer) { fzc <- f },
 		Steps: []sandbox.Step{{Name: "kernel", Argv: []string{"/usr/bin/python3", "-u", "/tmp/code/kernel.py",
 			"/mnt/data/" + sockDir + "/k.sock", strconv.FormatInt(lim.OutputBytes, 10)}}},
 		Files: []sandbox.File{{Path: "/tmp/code/kernel.py", Data: kernelSource}},
@@ -296,6 +302,15 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 		line, err := s.rd.ReadSlice('\n')
 		if err != nil || json.Unmarshal(line, &hello) != nil || !hello.Ready {
 			a.err = fmt.Errorf("the kernel did not say ready: %v", err)
+		}
+	}
+	if a.err == nil {
+		// Started ran before the kernel did, so the freezer (if any) is here.
+		select {
+		case s.fz = <-fzc:
+			a.err = s.fz.Freeze()
+		default:
+			m.cfg.Log.Warn("runtime session not frozen between calls: the sandbox has no cgroup freezer", "runtime_session", s.id)
 		}
 	}
 	if a.err != nil {
@@ -381,6 +396,12 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 	if req.Timeout > 0 && req.Timeout < timeout {
 		timeout = req.Timeout
 	}
+	if s.fz != nil {
+		if err := s.fz.Thaw(); err != nil {
+			m.kill(s)
+			return nil, fmt.Errorf("%w: thawing the runtime session: %v", engine.ErrSandbox, err)
+		}
+	}
 	s.seq++
 	msg, _ := json.Marshal(map[string]any{
 		"id": s.seq, "lang": req.Lang.ID, "code": req.Code, "args": req.Args, "stdin": req.Stdin,
@@ -441,6 +462,14 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 		res.Stderr = fmt.Sprintf("[codeexec] the runtime session ended (%s); its variables are lost, its files are kept\n", res.Status)
 		m.cfg.Log.Warn("runtime session ended during a call", "runtime_session", s.id, "status", res.Status, "write", werr, "read", rerr)
 	} else {
+		// Frozen before its files are collected: nothing it left running
+		// changes them meanwhile, or runs until the next call.
+		if s.fz != nil {
+			if err := s.fz.Freeze(); err != nil {
+				m.cfg.Log.Error("freezing a runtime session failed: ending it", "runtime_session", s.id, "err", err)
+				m.kill(s)
+			}
+		}
 		res.Stdout, res.Stderr, res.ExitCode = a.Stdout, a.Stderr, a.ExitCode
 		res.Status = sandbox.Status(a.Status)
 		res.WallTime = time.Duration(a.WallMS) * time.Millisecond
@@ -456,6 +485,16 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 		return nil, err
 	}
 	return res, nil
+}
+
+// kill ends a session's sandbox now (it is closed by the caller of Exec,
+// which sees it dead).
+func (m *Manager) kill(s *session) {
+	m.mu.Lock()
+	s.dead = true
+	m.mu.Unlock()
+	s.cancel()
+	<-s.done
 }
 
 func readLine(r *bufio.Reader, max int64) ([]byte, error) {

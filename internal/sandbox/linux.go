@@ -588,6 +588,8 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		return abort(fmt.Errorf("sandbox: cgroup: %w", err))
 	}
 	tPlaced = time.Since(t0)
+	fz := startFreezer(spec, cg)
+	defer fz.end()
 	steps := make([]initStep, len(spec.Steps))
 	for i, st := range spec.Steps {
 		steps[i] = initStep{Name: st.Name, Argv: st.Argv, Timeout: st.Timeout, Stdin: st.Stdin}
@@ -654,6 +656,7 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		if reason == "" {
 			reason = r
 			cmd.Process.Kill() // pid 1 of the namespace: everything in it dies
+			fz.end()
 		}
 	}
 loop:
@@ -685,6 +688,7 @@ loop:
 			break loop
 		}
 	}
+	fz.end()
 	res.WallTime = time.Since(start)
 	tExited = time.Since(t0)
 	defer func() {

@@ -1012,6 +1012,8 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 		return res, false, err
 	}
 	cpuAtStart, _ := sp.cg.cpuUsage()
+	fz := startFreezer(spec, sp.cg)
+	defer fz.end()
 	wall := lim.WallTime
 	if st.Timeout > 0 && st.Timeout < wall {
 		wall = st.Timeout
@@ -1089,6 +1091,7 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 		if reason == "" {
 			reason = r
 			_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0) // pid 1: its namespace dies too
+			fz.end()
 		}
 	}
 loop:
@@ -1124,6 +1127,7 @@ loop:
 			break loop
 		}
 	}
+	fz.end()
 	res.WallTime = time.Since(start)
 	tExit := res.WallTime
 	defer func() {

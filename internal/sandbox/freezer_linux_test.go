@@ -1,0 +1,115 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// spinScript leaves a CPU loop that shrugs off SIGXCPU and SIGTERM behind,
+// says so, and waits for /mnt/data/go (or to be killed).
+const spinScript = "( trap '' XCPU TERM; while :; do :; done ) & echo started; " + waitForGo
+
+// TestFreezer: a run frozen through Spec.Started uses no CPU at all, even
+// with a busy loop in it; thawed, the loop runs again; killed while
+// frozen, the run ends at once and leaves nothing. Cold and served warm,
+// on cgroup v1 (freezer.state) and v2 (cgroup.freeze; test/vm).
+func TestFreezer(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		box  func(*testing.T) *Linux
+	}{{"cold", sb}, {"warm", wb}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := c.box(t)
+			served := s.WarmServed()
+			fzc := make(chan Freezer, 1)
+			spec := Spec{Steps: sh(spinScript), Started: func(f Freezer) { fzc <- f }}
+			spec.Limits = Limits{WallTime: time.Minute, CPUTime: time.Minute, MemoryBytes: 256 << 20, Pids: 64}
+			dir, release, err := s.NewWorkdir(16 << 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer release()
+			spec.Workdir, spec.Env = dir, baseEnv
+			out := newLineWriter()
+			spec.Stdout, spec.Stderr = out, out
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			type ran struct {
+				res Result
+				err error
+			}
+			done := make(chan ran, 1)
+			go func() {
+				res, err := s.Run(ctx, spec)
+				done <- ran{res, err}
+			}()
+			var fz Freezer
+			select {
+			case fz = <-fzc:
+			case r := <-done:
+				t.Fatalf("run ended without calling Started: %+v %v %q", r.res, r.err, out.String())
+			}
+			if line := <-out.first; line != "started" {
+				t.Fatalf("first line %q", line)
+			}
+			cg := fz.(*runFreezer).cg
+			usage := func() time.Duration {
+				u, err := cg.cpuUsage()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return u
+			}
+			if err := fz.Freeze(); err != nil {
+				t.Fatalf("freeze: %v", err)
+			}
+			// Measured over a second: a frozen cgroup accounts nothing.
+			u0 := usage()
+			time.Sleep(time.Second)
+			if d := usage() - u0; d > 5*time.Millisecond {
+				t.Fatalf("frozen run used %v of CPU in 1 s", d)
+			}
+			if err := fz.Thaw(); err != nil {
+				t.Fatalf("thaw: %v", err)
+			}
+			u1 := usage()
+			deadline := time.Now().Add(10 * time.Second)
+			for usage()-u1 < 200*time.Millisecond {
+				if time.Now().After(deadline) {
+					t.Fatalf("thawed loop used only %v of CPU in 10 s", usage()-u1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := fz.Freeze(); err != nil {
+				t.Fatalf("freeze again: %v", err)
+			}
+			// Killed while frozen: the run ends, and its processes with it.
+			start := time.Now()
+			cancel()
+			var r ran
+			select {
+			case r = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a run killed while frozen did not end within 20 s")
+			}
+			if r.err != nil || r.res.Status != StatusKilled {
+				t.Fatalf("killed while frozen: %+v %v", r.res, r.err)
+			}
+			t.Logf("%s: killed while frozen, ended in %v", c.name, time.Since(start))
+			if err := fz.Freeze(); err != ErrRunEnded {
+				t.Fatalf("freeze after the end: %v, want ErrRunEnded", err)
+			}
+			if c.name == "warm" {
+				if s.WarmServed() == served {
+					t.Fatal("the run was not served warm")
+				}
+				if p := warmSlotProcesses(t, s); len(p) > 0 {
+					t.Fatalf("processes left: %v", p)
+				}
+			}
+		})
+	}
+}
