@@ -2,6 +2,9 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/storage"
 )
@@ -139,4 +143,100 @@ func TestAttackStatefulBackgroundLoop(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	e.assertClean()
+}
+
+// TestStatefulCallHoldsAnExecutionSlot: a stateful call is admitted like a
+// one-shot run and holds its slot until it returns (on /exec and on
+// /v1/sessions/{id}/execute); between calls the frozen session holds none.
+func TestStatefulCallHoldsAnExecutionSlot(t *testing.T) {
+	e := newEnv(t)
+	e.withRuntime(runtime.Config{})
+	adm := admission.New(1, 0, time.Second)
+	e.server().Admission = adm
+	v1 := decode[v1Session](t, e.post("/v1/sessions", `{"language":"python","stateful":true}`), http.StatusCreated)
+	for _, c := range []struct {
+		name string
+		call func(code string) string
+	}{{"/exec", func(code string) string {
+		return e.live("slot", map[string]any{"lang": "py", "code": code}).Stdout
+	}}, {"/v1", func(code string) string {
+		body, _ := json.Marshal(map[string]string{"code": code})
+		return decode[v1Exec](t, e.post("/v1/sessions/"+v1.SessionID+"/execute", string(body)), 200).Stdout
+	}}} {
+		if out := c.call("x = 1\nprint(x)"); out != "1\n" {
+			t.Fatalf("%s: %q", c.name, out)
+		}
+		if n := adm.Stats().Running; n != 0 {
+			t.Fatalf("%s: %d executions running between calls", c.name, n)
+		}
+		done := make(chan string, 1)
+		go func() { done <- c.call("import time\ntime.sleep(3)\nprint(x + 1)") }()
+		until(t, 20*time.Second, c.name+": the stateful call never took a slot", func() bool { return adm.Stats().Running == 1 })
+		got := decode[map[string]any](t, e.post("/exec", map[string]any{"lang": "py", "code": "print('one-shot')"}), http.StatusTooManyRequests)
+		if msg, _ := got["message"].(string); !strings.HasPrefix(msg, "Too many executions in progress (execution queue is full)") {
+			t.Fatalf("%s: one-shot run during a stateful call: %v", c.name, got)
+		}
+		if out := <-done; out != "2\n" {
+			t.Fatalf("%s: the long call: %q", c.name, out)
+		}
+		until(t, 5*time.Second, c.name+": the slot was not given back", func() bool { return adm.Stats().Running == 0 })
+	}
+}
+
+// TestAttackStatefulEvictionQuota: a caller opening session after session
+// evicts its own least recently used ones, never another caller's; a
+// session in a call is never evicted: with nothing evictable the answer
+// is 429, and the call completes.
+func TestAttackStatefulEvictionQuota(t *testing.T) {
+	e := newEnv(t)
+	m := e.withRuntime(runtime.Config{MaxSessions: 3, PerCaller: 2})
+	as := func(user, hint, code string) execResult {
+		return e.live(hint, map[string]any{"lang": "py", "code": code, "user_id": user})
+	}
+	as("victim", "v", "secret = 'kept'")
+	for i := range 6 {
+		if r := as("mallory", fmt.Sprint("m", i), "pass"); r.RuntimeStatus != "new" || r.Status != "ok" {
+			t.Fatalf("mallory's session %d: %+v", i, r)
+		}
+	}
+	if n := m.Len(); n != 3 {
+		t.Fatalf("%d live sessions, want 3 (the victim's and mallory's 2)", n)
+	}
+	if r := as("victim", "v", "print(secret)"); r.Stdout != "kept\n" || r.RuntimeStatus != "reused" {
+		t.Fatalf("another caller's sessions evicted the victim's: %+v", r)
+	}
+	// mallory's oldest were its own to lose: m0..m3 are gone, m5 lives.
+	if r := as("mallory", "m5", "print('live')"); r.RuntimeStatus != "reused" {
+		t.Fatalf("mallory's newest session: %+v", r)
+	}
+	if r := as("mallory", "m0", "pass"); r.RuntimeStatus != "new" {
+		t.Fatalf("mallory's oldest session survived its own quota: %+v", r)
+	}
+
+	// Mid-call: one session per caller, one on the server.
+	m2 := e.withRuntime(runtime.Config{MaxSessions: 1, PerCaller: 1})
+	done := make(chan execResult, 1)
+	go func() {
+		done <- e.live("long", map[string]any{"lang": "py", "user_id": "alice", "code": "import time\ntime.sleep(4)\nprint('finished')"})
+	}()
+	until(t, 30*time.Second, "the long call never started", func() bool { return m2.Len() == 1 })
+	for _, user := range []string{"alice", "bob"} {
+		resp := e.post("/exec", map[string]any{"lang": "py", "code": "pass", "user_id": user, "runtime_session_hint": "other"},
+			"X-CodeAPI-Expected-Profile", "stateful")
+		got := decode[map[string]any](t, resp, http.StatusTooManyRequests)
+		want := "all 1 live sessions of the server are in a call"
+		if user == "alice" {
+			want = "all 1 of this caller's live sessions are in a call"
+		}
+		if msg, _ := got["message"].(string); !strings.Contains(msg, want) || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s: a new session while the only one is in a call: %v", user, got)
+		}
+	}
+	if r := <-done; r.Stdout != "finished\n" || r.Status != "ok" {
+		t.Fatalf("the call was disturbed: %+v", r)
+	}
+	// Idle now: bob, within his quota, may take the server's only place.
+	if r := e.live("other", map[string]any{"lang": "py", "code": "print(2)", "user_id": "bob"}); r.Stdout != "2\n" || r.RuntimeStatus != "new" {
+		t.Fatalf("bob after the call: %+v", r)
+	}
 }

@@ -173,7 +173,16 @@ func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", path, err)
 	}
-	return &cg1Run{cg: cg, path: path, tree: t, slot: slot, lim: lim}, nil
+	fresh := &cg1Run{cg: cg, path: path, tree: t, slot: slot, lim: lim}
+	if t.freezer {
+		// A freezer cgroup of that name left frozen (by a predecessor that
+		// did not know of the freezer, say) would freeze the run's init.
+		if err := writeFreezerState(fresh.file("freezer", "freezer.state"), false); err != nil {
+			_ = fresh.destroy()
+			return nil, fmt.Errorf("cgroup %s: %w", path, err)
+		}
+	}
+	return fresh, nil
 }
 
 func (t *cg1Tree) resources(lim cgroupLimits) *specs.LinuxResources {
