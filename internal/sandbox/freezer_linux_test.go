@@ -4,8 +4,13 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // spinScript leaves a CPU loop that shrugs off SIGXCPU and SIGTERM behind,
@@ -111,5 +116,56 @@ func TestFreezer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWarmTemplateFilesSealed: a warm template's own files (helper
+// library, reaper, code, config) and their directory belong to the
+// template's root, not to the uid the code runs as, and are read-only; so
+// are the compiled helpers cached on the host.
+func TestWarmTemplateFilesSealed(t *testing.T) {
+	s := wb(t)
+	checked := 0
+	for _, tm := range s.warm.tmpls {
+		tm.procMu.Lock()
+		pid := 0
+		if tm.cmd != nil && tm.cmd.Process != nil {
+			pid = tm.cmd.Process.Pid
+		}
+		tm.procMu.Unlock()
+		if pid == 0 {
+			continue
+		}
+		root := uint32(s.templateRootUID(tm.slot))
+		for _, name := range []string{"", "zygote.so", "reaper", "zygote.py", "config.json"} {
+			p := fmt.Sprintf("/proc/%d/root%s/%s", pid, zygoteDir, name)
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			if st.Uid != root || st.Gid != root {
+				t.Errorf("%s is owned by host %d:%d, want the template's root %d (the code runs as %d)", p, st.Uid, st.Gid, root, s.hostID(tm.slot)+sandboxUID)
+			}
+			if name != "" && st.Mode&0o222 != 0 {
+				t.Errorf("%s is writable: mode %o", p, st.Mode&0o7777)
+			}
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Fatal("no live template to check")
+	}
+	ents, err := os.ReadDir(filepath.Join(s.cfg.RunDir, "helper"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if fi.Mode().Perm()&0o222 != 0 || fileUID(fi) != 0 {
+			t.Errorf("cached helper %s: mode %v uid %d, want root's and read-only", e.Name(), fi.Mode(), fileUID(fi))
+		}
 	}
 }
