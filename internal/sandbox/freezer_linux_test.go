@@ -169,3 +169,32 @@ func TestWarmTemplateFilesSealed(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkdirPrivate: a run's working directory is 0700 and the run's uid's
+// on the host (no other user of the host lists or reads it), and the code
+// still uses it. Cold and served warm.
+func TestWorkdirPrivate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		box  func(*testing.T) *Linux
+		spec Spec
+	}{{"cold", sb, Spec{Steps: sh("echo x > f && ls && stat -c '%a %u' /mnt/data")}},
+		{"warm", wb, warmSpec("import os\nopen('f','w').write('x')\nprint(os.listdir('.')[0])\nst = os.stat('/mnt/data')\nprint('%o %d' % (st.st_mode & 0o777, st.st_uid))")}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := c.box(t)
+			r := run(t, s, c.spec)
+			wantStatus(t, r, StatusOK)
+			if r.Stdout != "f\n700 1000\n" {
+				t.Fatalf("inside: %q", r.Stdout)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(r.Workdir, &st); err != nil {
+				t.Fatal(err)
+			}
+			lo, hi := s.hostID(0), s.hostID(MaxSlots)
+			if st.Mode&0o777 != 0o700 || st.Uid < lo || st.Uid >= hi || (st.Uid-lo)%idRange != sandboxUID {
+				t.Fatalf("host side of the workdir: mode %o uid %d, want 0700 and a run's uid", st.Mode&0o777, st.Uid)
+			}
+		})
+	}
+}
