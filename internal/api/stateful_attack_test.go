@@ -240,3 +240,35 @@ func TestAttackStatefulEvictionQuota(t *testing.T) {
 		t.Fatalf("bob after the call: %+v", r)
 	}
 }
+
+// TestAttackCgroupPathsHidden: the code cannot learn the host's cgroup
+// layout from /proc: a native run (cold and warm) has a cgroup namespace of
+// its own, rooted at its cgroup; gVisor's /proc/self/cgroup is empty (its
+// sentry mounts no cgroupfs for the code) and it has no cgroup namespace
+// file at all.
+func TestAttackCgroupPathsHidden(t *testing.T) {
+	if !onBackends(t, allBackends...) {
+		return
+	}
+	e := newEnv(t)
+	r := e.exec(map[string]any{"lang": "bash", "code": "cat /proc/self/cgroup /proc/1/cgroup; echo ns=$(readlink /proc/self/ns/cgroup 2>/dev/null)"})
+	assertOK(t, r)
+	t.Logf("%s: %q", testBackend(), r.Stdout)
+	host, _ := os.Readlink("/proc/self/ns/cgroup")
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	ns, _ := strings.CutPrefix(lines[len(lines)-1], "ns=")
+	for _, l := range lines[:len(lines)-1] {
+		if strings.Contains(l, "codeexec") || !strings.HasSuffix(l, ":/") {
+			t.Errorf("the code sees the cgroup line %q, want / (no host path)", l)
+		}
+	}
+	if testBackend() == gvisor {
+		if len(lines) != 1 || ns != "" {
+			t.Errorf("gVisor: %q, want an empty /proc/self/cgroup and no cgroup namespace file", r.Stdout)
+		}
+		return
+	}
+	if len(lines) < 3 || !strings.HasPrefix(ns, "cgroup:[") || ns == host {
+		t.Errorf("the run's cgroup namespace %q (the server's %s): want one of its own", ns, host)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,6 +195,42 @@ func TestWorkdirPrivate(t *testing.T) {
 			lo, hi := s.hostID(0), s.hostID(MaxSlots)
 			if st.Mode&0o777 != 0o700 || st.Uid < lo || st.Uid >= hi || (st.Uid-lo)%idRange != sandboxUID {
 				t.Fatalf("host side of the workdir: mode %o uid %d, want 0700 and a run's uid", st.Mode&0o777, st.Uid)
+			}
+		})
+	}
+}
+
+// TestCgroupNamespace: a run has a cgroup namespace of its own, rooted at
+// its cgroup: the code sees "/" for each hierarchy, no host path, and a
+// namespace other than the host's. Cold and served warm; cgroup v1 here,
+// v2 in test/vm.
+func TestCgroupNamespace(t *testing.T) {
+	host, err := os.Readlink("/proc/self/ns/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		box  func(*testing.T) *Linux
+		spec Spec
+	}{{"cold", sb, Spec{Steps: sh("readlink /proc/self/ns/cgroup; cat /proc/self/cgroup /proc/1/cgroup")}},
+		{"warm", wb, warmSpec("import os\nprint(os.readlink('/proc/self/ns/cgroup'))\nprint(open('/proc/self/cgroup').read() + open('/proc/1/cgroup').read(), end='')")}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := c.box(t)
+			served := s.WarmServed()
+			r := run(t, s, c.spec)
+			wantStatus(t, r, StatusOK)
+			if c.name == "warm" && s.WarmServed() == served {
+				t.Fatal("not served warm")
+			}
+			ns, lines, _ := strings.Cut(r.Stdout, "\n")
+			if ns == host || !strings.HasPrefix(ns, "cgroup:[") {
+				t.Errorf("the run's cgroup namespace %q, the host's %q: want one of its own", ns, host)
+			}
+			for _, l := range strings.Split(strings.TrimSpace(lines), "\n") {
+				if !strings.HasSuffix(l, ":/") {
+					t.Errorf("the code sees the cgroup line %q, want / (the root of its namespace)", l)
+				}
 			}
 		})
 	}
