@@ -206,7 +206,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 
 	var live *runtime.Manager
 	if cfg.MaxRuntimeSessions > 0 {
-		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions, Log: log,
+		live = runtime.New(eng, runtime.Config{IdleTimeout: cfg.RuntimeIdle, MaxSessions: cfg.MaxRuntimeSessions,
+			PerCaller: cfg.RuntimeSessionsPerCaller, Log: log,
 			Memory: budget, MemoryWait: cfg.QueueTimeout})
 		defer live.Close()
 		// An idle session is closed (its files are kept) before a new run waits.

@@ -116,7 +116,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		// Scoped to the caller: the same hint from another key, JWT subject
 		// or LibreChat user never reaches this session.
 		key := callerKey(r) + "\x00" + req.UserID + "\x00" + req.RuntimeSessionHint
-		s.executeLive(w, r, key, ereq)
+		s.executeLive(w, r, liveCaller(r, req.UserID), key, ereq)
 		return
 	}
 	res, ok := s.execute(w, r, ereq)

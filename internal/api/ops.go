@@ -128,7 +128,17 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Requ
 
 // executeLive runs a request in the caller's live runtime session under
 // admission control and answers it.
-func (s *Server) executeLive(w http.ResponseWriter, r *http.Request, key string, req engine.Request) {
+// liveCaller is whose session quota a stateful session counts against:
+// the JWT subject; or the API key with the LibreChat user it acts for (one
+// LibreChat server holds one key for all its users).
+func liveCaller(r *http.Request, userID string) string {
+	if principalOf(r).Subject != "" {
+		return callerKey(r)
+	}
+	return callerKey(r) + "\x00" + userID
+}
+
+func (s *Server) executeLive(w http.ResponseWriter, r *http.Request, caller, key string, req engine.Request) {
 	release, ok := s.admit(w, r)
 	if !ok {
 		return
@@ -138,7 +148,7 @@ func (s *Server) executeLive(w http.ResponseWriter, r *http.Request, key string,
 	var err error
 	track := s.trackBegin(r, req.Lang.ID)
 	defer func() { s.trackEnd(track, liveResult(out), err) }() // even if Exec panics
-	out, err = s.Runtime.Exec(r.Context(), key, req)
+	out, err = s.Runtime.Exec(r.Context(), caller, key, req)
 	if errors.Is(err, runtime.ErrUnsupported) {
 		writeJSON(w, http.StatusConflict, map[string]string{"error": "capability_mismatch", "message": err.Error()})
 		return

@@ -289,6 +289,10 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) 
 		s.tooMany(w, "memory_budget", "Too many executions in progress ("+b.Reason+")", b.RetryAfter)
 		return
 	}
+	if b := (*runtime.BusyError)(nil); errors.As(err, &b) {
+		s.tooMany(w, "session_quota", "No stateful session can be started now: "+b.Reason+"; retry when one of them ends", time.Second)
+		return
+	}
 	switch {
 	case errors.Is(err, admission.ErrTooLarge):
 		writeError(w, http.StatusServiceUnavailable, "Service misconfigured: "+err.Error())

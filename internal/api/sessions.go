@@ -216,7 +216,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		track := s.trackBegin(r, l.ID)
-		live, err := s.Runtime.Exec(r.Context(), liveKey(rec.ID), ereq)
+		live, err := s.Runtime.Exec(r.Context(), liveCaller(r, ""), liveKey(rec.ID), ereq)
 		s.trackEnd(track, liveResult(live), err)
 		release()
 		if errors.Is(err, runtime.ErrUnsupported) {

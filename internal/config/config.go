@@ -57,6 +57,10 @@ type Config struct {
 	PTCPause        time.Duration // programmatic tool calling: longest wait for tool results
 	PTCLifetime     time.Duration // programmatic tool calling: longest run, pauses included
 
+	// RuntimeSessionsPerCaller bounds one caller's live stateful sessions
+	// (0: half of MaxRuntimeSessions).
+	RuntimeSessionsPerCaller int
+
 	// Storage.
 	StorageBackend string // local, s3, gcs
 	StorageDir     string
@@ -144,6 +148,7 @@ var settings = []setting{
 	{name: "CODEEXEC_MEMORY_BUDGET_MB", def: "", help: "memory of the whole server: executions, live stateful sessions and warm templates are admitted so that their limits never add up to more (default: the limit of the server's cgroup, else the machine's memory)"},
 	{name: "CODEEXEC_MEMORY_RESERVE_MB", def: "256", help: "part of the memory budget kept for the server itself (heap, uploads, files it stages for runs)"},
 	{name: "CODEEXEC_MAX_RUNTIME_SESSIONS", def: "8", help: "live stateful Python sessions (least recently used evicted beyond); 0 turns the stateful profile off"},
+	{name: "CODEEXEC_MAX_RUNTIME_SESSIONS_PER_CALLER", def: "0", help: "live stateful sessions of one caller (JWT subject, or API key and LibreChat user); beyond, the caller's own least recently used one is evicted, never another caller's; 0 is half of CODEEXEC_MAX_RUNTIME_SESSIONS"},
 	{name: "CODEEXEC_RUNTIME_IDLE_SECONDS", def: "1200", help: "a stateful session unused this long is closed (its files stay)"},
 	{name: "CODEEXEC_PTC_PAUSE_SECONDS", def: "300", help: "programmatic tool calling: how long a run waits for tool results before it is ended"},
 	{name: "CODEEXEC_PTC_MAX_LIFETIME_SECONDS", def: "1800", help: "programmatic tool calling: longest run, pauses included (the request's timeout counts sandbox time only)"},
@@ -285,6 +290,7 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	num("CODEEXEC_MEMORY_RESERVE_MB", &c.MemoryReserveMB, 0)
 	small("CODEEXEC_MAX_RUNTIME_SESSIONS", &c.MaxRuntimeSessions, 0)
+	small("CODEEXEC_MAX_RUNTIME_SESSIONS_PER_CALLER", &c.RuntimeSessionsPerCaller, 0)
 	small("CODEEXEC_RUNTIME_IDLE_SECONDS", &secs, 1)
 	c.RuntimeIdle = time.Duration(secs) * time.Second
 	small("CODEEXEC_PTC_PAUSE_SECONDS", &secs, 1)

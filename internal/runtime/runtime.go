@@ -39,6 +39,10 @@ var ErrUnsupported = errors.New("the stateful profile runs py and bash only")
 type Config struct {
 	IdleTimeout time.Duration // a session unused this long is closed
 	MaxSessions int           // beyond, the least recently used is evicted
+	// PerCaller bounds one caller's live sessions (default: half of
+	// MaxSessions, at least 1): past it, the caller's own least recently
+	// used session makes room, never another caller's.
+	PerCaller   int
 	MaxLifetime time.Duration // no session lives longer
 	Log         *slog.Logger
 	// Memory, when set, is the server's memory budget: a session takes its
@@ -58,10 +62,11 @@ type Manager struct {
 	eng *engine.Engine
 	cfg Config
 
-	mu     sync.Mutex
-	live   map[string]*session // by scope key
-	closed bool
-	stop   chan struct{}
+	mu       sync.Mutex
+	live     map[string]*session // by scope key
+	starting map[string]int      // sessions being started, by caller
+	closed   bool
+	stop     chan struct{}
 }
 
 // New starts a manager and its idle reaper.
@@ -72,13 +77,16 @@ func New(eng *engine.Engine, cfg Config) *Manager {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 8
 	}
+	if cfg.PerCaller <= 0 {
+		cfg.PerCaller = max(1, cfg.MaxSessions/2)
+	}
 	if cfg.MaxLifetime <= 0 {
 		cfg.MaxLifetime = 12 * time.Hour
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{eng: eng, cfg: cfg, live: map[string]*session{}, stop: make(chan struct{})}
+	m := &Manager{eng: eng, cfg: cfg, live: map[string]*session{}, starting: map[string]int{}, stop: make(chan struct{})}
 	go m.reap()
 	return m
 }
@@ -87,6 +95,7 @@ func New(eng *engine.Engine, cfg Config) *Manager {
 type session struct {
 	id        string
 	key       string
+	caller    string // whose quota it counts against
 	ws        *engine.Workspace
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -97,10 +106,26 @@ type session struct {
 	calls     sync.Mutex // one call at a time
 	closeOnce sync.Once
 	release   func() // gives the session's memory share back
-	seq       int
-	lastUsed  time.Time // guarded by Manager.mu
-	dead      bool      // guarded by Manager.mu
+	// fz freezes the session's sandbox between calls: nothing of it runs
+	// (a background loop left by a call, say) unless a call is running.
+	// Nil when the sandbox cannot freeze.
+	fz       sandbox.Freezer
+	seq      int
+	lastUsed time.Time // guarded by Manager.mu
+	dead     bool      // guarded by Manager.mu
+	// inCall counts the calls that hold the session (running or waiting
+	// for its turn), guarded by Manager.mu: such a session is never evicted.
+	inCall int
 }
+
+// BusyError: no session can be started now because every session that
+// could make room is in a call. It is the caller's own doing when Own.
+type BusyError struct {
+	Own    bool
+	Reason string
+}
+
+func (e *BusyError) Error() string { return e.Reason }
 
 // Len is the number of live sessions.
 func (m *Manager) Len() int {
@@ -117,12 +142,13 @@ type Outcome struct {
 }
 
 // Exec runs req in the live session of key, starting one when there is
-// none (or it died, or was evicted): the caller is told through Status.
-func (m *Manager) Exec(ctx context.Context, key string, req engine.Request) (*Outcome, error) {
+// none (or it died, or was evicted): the caller is told through Status. A
+// new session counts against caller's quota (Config.PerCaller).
+func (m *Manager) Exec(ctx context.Context, caller, key string, req engine.Request) (*Outcome, error) {
 	if req.Lang == nil || !req.Lang.Live {
 		return nil, ErrUnsupported
 	}
-	s, status, err := m.acquire(ctx, key)
+	s, status, err := m.acquire(ctx, caller, key)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +156,7 @@ func (m *Manager) Exec(ctx context.Context, key string, req engine.Request) (*Ou
 	defer s.calls.Unlock()
 	res, err := m.call(ctx, s, req)
 	m.mu.Lock()
+	s.inCall--
 	s.lastUsed = time.Now()
 	dead := s.dead
 	if dead && m.live[key] == s {
@@ -173,7 +200,11 @@ func (m *Manager) Close() {
 	}
 }
 
-func (m *Manager) acquire(ctx context.Context, key string) (*session, string, error) {
+// acquire returns key's live session, held for a call (inCall), starting
+// one when needed. Room for a new one is made by evicting a session that
+// is not in a call: the caller's own least recently used first; another
+// caller's only when the caller is within its quota and the server is full.
+func (m *Manager) acquire(ctx context.Context, caller, key string) (*session, string, error) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -181,47 +212,103 @@ func (m *Manager) acquire(ctx context.Context, key string) (*session, string, er
 	}
 	if s := m.live[key]; s != nil && !s.dead {
 		s.lastUsed = time.Now()
+		s.inCall++
 		m.mu.Unlock()
 		return s, "reused", nil
 	}
 	delete(m.live, key)
-	var evict *session
-	if len(m.live) >= m.cfg.MaxSessions {
-		for _, s := range m.live {
-			if evict == nil || s.lastUsed.Before(evict.lastUsed) {
-				evict = s
-			}
+	var evicted []*session
+	evict := func(s *session) {
+		delete(m.live, s.key)
+		evicted = append(evicted, s)
+	}
+	own, total := m.starting[caller], 0
+	for _, n := range m.starting {
+		total += n
+	}
+	for _, s := range m.live {
+		if s.caller == caller {
+			own++
 		}
-		delete(m.live, evict.key)
+	}
+	var busy error
+	if own >= m.cfg.PerCaller {
+		if v := m.lruIdle(caller); v != nil {
+			evict(v)
+		} else {
+			busy = &BusyError{Own: true, Reason: fmt.Sprintf("all %d of this caller's live sessions are in a call", m.cfg.PerCaller)}
+		}
+	}
+	if busy == nil && len(m.live)+total >= m.cfg.MaxSessions {
+		v := m.lruIdle(caller)
+		if v == nil {
+			v = m.lruIdle("")
+		}
+		if v != nil {
+			evict(v)
+		} else {
+			busy = &BusyError{Reason: fmt.Sprintf("all %d live sessions of the server are in a call", m.cfg.MaxSessions)}
+		}
+	}
+	if busy == nil {
+		m.starting[caller]++
 	}
 	m.mu.Unlock()
-	if evict != nil {
-		m.cfg.Log.Info("evicting least recently used runtime session", "runtime_session", evict.id)
-		m.close(evict)
+	for _, v := range evicted {
+		m.cfg.Log.Info("evicting least recently used runtime session", "runtime_session", v.id, "own", v.caller == caller)
+		m.close(v)
+	}
+	if busy != nil {
+		return nil, "", busy
+	}
+	started := func() {
+		m.starting[caller]--
+		if m.starting[caller] == 0 {
+			delete(m.starting, caller)
+		}
 	}
 	release := func() {}
 	if m.cfg.Memory != nil {
 		var err error
 		release, err = m.cfg.Memory.Take(ctx, "session", m.eng.Limits().MemoryBytes, m.cfg.MemoryWait)
 		if err != nil {
+			m.mu.Lock()
+			started()
+			m.mu.Unlock()
 			return nil, "", err
 		}
 	}
 	s, err := m.start(ctx, key)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	started()
 	if err != nil {
 		release()
 		return nil, "", err
 	}
 	s.release = release
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	s.caller = caller
 	if old := m.live[key]; old != nil && !old.dead {
 		// Another call for the same key started one meanwhile: use it.
+		old.inCall++
 		go m.close(s)
 		return old, "reused", nil
 	}
+	s.inCall = 1
 	m.live[key] = s
 	return s, "new", nil
+}
+
+// lruIdle is the least recently used live session not in a call, of
+// caller ("": of anyone). m.mu is held.
+func (m *Manager) lruIdle(caller string) *session {
+	var v *session
+	for _, s := range m.live {
+		if s.inCall == 0 && (caller == "" || s.caller == caller) && (v == nil || s.lastUsed.Before(v.lastUsed)) {
+			v = s
+		}
+	}
+	return v
 }
 
 const sockDir = ".codeexec"
@@ -257,7 +344,9 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 	s := &session{id: storage.NewID(), key: key, ws: ws, done: make(chan struct{}), lastUsed: time.Now()}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.MaxLifetime)
 	s.cancel = cancel
+	fzc := make(chan sandbox.Freezer, 1)
 	spec := sandbox.Spec{
+		Started: func(f sandbox.Freezer) { fzc <- f },
 		Steps: []sandbox.Step{{Name: "kernel", Argv: []string{"/usr/bin/python3", "-u", "/tmp/code/kernel.py",
 			"/mnt/data/" + sockDir + "/k.sock", strconv.FormatInt(lim.OutputBytes, 10)}}},
 		Files: []sandbox.File{{Path: "/tmp/code/kernel.py", Data: kernelSource}},
@@ -299,6 +388,15 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 			a.err = fmt.Errorf("the kernel did not say ready: %v", err)
 		}
 	}
+	if a.err == nil {
+		// Started ran before the kernel did, so the freezer (if any) is here.
+		select {
+		case s.fz = <-fzc:
+			a.err = s.fz.Freeze()
+		default:
+			m.cfg.Log.Warn("runtime session not frozen between calls: the sandbox has no cgroup freezer", "runtime_session", s.id)
+		}
+	}
 	if a.err != nil {
 		cancel()
 		<-s.done
@@ -337,15 +435,7 @@ func (m *Manager) close(s *session) {
 // calls it before it makes a new run wait.
 func (m *Manager) EvictIdle() bool {
 	m.mu.Lock()
-	var victim *session
-	for _, s := range m.live {
-		if victim == nil || s.lastUsed.Before(victim.lastUsed) {
-			if s.calls.TryLock() { // not in a call
-				s.calls.Unlock()
-				victim = s
-			}
-		}
-	}
+	victim := m.lruIdle("")
 	if victim != nil {
 		delete(m.live, victim.key)
 	}
@@ -381,6 +471,12 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 	timeout := lim.WallTime
 	if req.Timeout > 0 && req.Timeout < timeout {
 		timeout = req.Timeout
+	}
+	if s.fz != nil {
+		if err := s.fz.Thaw(); err != nil {
+			m.kill(s)
+			return nil, fmt.Errorf("%w: thawing the runtime session: %v", engine.ErrSandbox, err)
+		}
 	}
 	s.seq++
 	msg, _ := json.Marshal(map[string]any{
@@ -442,7 +538,17 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 		res.Stderr = fmt.Sprintf("[codeexec] the runtime session ended (%s); its variables are lost, its files are kept\n", res.Status)
 		m.cfg.Log.Warn("runtime session ended during a call", "runtime_session", s.id, "status", res.Status, "write", werr, "read", rerr)
 	} else {
-		res.Stdout, res.Stderr, res.ExitCode = a.Stdout, a.Stderr, a.ExitCode
+		// Frozen before its files are collected: nothing it left running
+		// changes them meanwhile, or runs until the next call.
+		var note string
+		if s.fz != nil {
+			if err := s.fz.Freeze(); err != nil {
+				m.cfg.Log.Error("freezing a runtime session failed: ending it", "runtime_session", s.id, "err", err)
+				m.kill(s)
+				note = "\n[codeexec] the runtime session could not be paused after this call and was ended; its variables are lost, its files are kept\n"
+			}
+		}
+		res.Stdout, res.Stderr, res.ExitCode = a.Stdout, a.Stderr+note, a.ExitCode
 		res.Status = sandbox.Status(a.Status)
 		res.WallTime = time.Duration(a.WallMS) * time.Millisecond
 		res.CPUTime = time.Duration(a.CPUMS) * time.Millisecond
@@ -457,6 +563,16 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 		return nil, err
 	}
 	return res, nil
+}
+
+// kill ends a session's sandbox now (it is closed by the caller of Exec,
+// which sees it dead).
+func (m *Manager) kill(s *session) {
+	m.mu.Lock()
+	s.dead = true
+	m.mu.Unlock()
+	s.cancel()
+	<-s.done
 }
 
 func readLine(r *bufio.Reader, max int64) ([]byte, error) {
@@ -495,12 +611,9 @@ func (m *Manager) reap() {
 				ended = true
 			default:
 			}
-			if ended || time.Since(s.lastUsed) > m.cfg.IdleTimeout {
-				if s.calls.TryLock() { // not in a call
-					s.calls.Unlock()
-					delete(m.live, k)
-					idle = append(idle, s)
-				}
+			if (ended || time.Since(s.lastUsed) > m.cfg.IdleTimeout) && s.inCall == 0 {
+				delete(m.live, k)
+				idle = append(idle, s)
 			}
 		}
 		m.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,7 +65,9 @@ func fakeKernel(ctx context.Context, r *sandboxtest.Run) (sandbox.Result, error)
 		case len(f) == 2 && f[0] == "write":
 			r.WriteFile(f[1], []byte("from the kernel"))
 		case len(f) == 1 && f[0] == "sleep":
+			sleeping.Add(1)
 			time.Sleep(time.Duration(req.TimeoutMS) * time.Millisecond)
+			sleeping.Add(-1)
 			a.Status, a.ExitCode = "timeout", 124
 		case len(f) == 1 && f[0] == "die":
 			return sandbox.Result{ExitCode: 1}, nil
@@ -75,6 +78,9 @@ func fakeKernel(ctx context.Context, r *sandboxtest.Run) (sandbox.Result, error)
 		c.Write(append(b, '\n'))
 	}
 }
+
+// sleeping counts the fake kernels in a "sleep" call.
+var sleeping atomic.Int32
 
 func unitManager(t *testing.T, cfg Config) (*Manager, *sandboxtest.Fake) {
 	t.Helper()
@@ -95,10 +101,11 @@ func unitManager(t *testing.T, cfg Config) (*Manager, *sandboxtest.Fake) {
 	return m, box
 }
 
+// call runs code in key's session; the caller is the key's first letter.
 func call(t *testing.T, m *Manager, key, code string) *Outcome {
 	t.Helper()
 	py, _ := lang.Lookup("py")
-	out, err := m.Exec(context.Background(), key, engine.Request{Lang: py, Code: code})
+	out, err := m.Exec(context.Background(), key[:1], key, engine.Request{Lang: py, Code: code})
 	if err != nil {
 		t.Fatalf("%s %q: %v", key, code, err)
 	}
@@ -151,29 +158,73 @@ func TestUnitSessionDies(t *testing.T) {
 // Past MaxSessions the least recently used session is closed and its
 // workspace released.
 func TestUnitSessionEviction(t *testing.T) {
-	m, box := unitManager(t, Config{MaxSessions: 2})
-	call(t, m, "a", "set x 1")
-	call(t, m, "b", "set x 2")
-	call(t, m, "a", "get x") // b is now the least recently used
-	call(t, m, "c", "set x 3")
+	m, box := unitManager(t, Config{MaxSessions: 2, PerCaller: 2})
+	call(t, m, "a1", "set x 1")
+	call(t, m, "a2", "set x 2")
+	call(t, m, "a1", "get x") // a2 is now the least recently used
+	call(t, m, "a3", "set x 3")
 	if m.Len() != 2 {
 		t.Fatalf("Len %d", m.Len())
 	}
-	if got := call(t, m, "a", "get x"); got.Status != "reused" || got.Stdout != "1\n" {
-		t.Errorf("a: %s %q", got.Status, got.Stdout)
+	if got := call(t, m, "a1", "get x"); got.Status != "reused" || got.Stdout != "1\n" {
+		t.Errorf("a1: %s %q", got.Status, got.Stdout)
 	}
-	if got := call(t, m, "b", "get x"); got.Status != "new" {
-		t.Errorf("b was not evicted: %s", got.Status)
+	if got := call(t, m, "a2", "get x"); got.Status != "new" {
+		t.Errorf("a2 was not evicted: %s", got.Status)
 	}
 	if n := len(box.OpenWorkdirs()); n != 2 {
 		t.Errorf("%d workspaces open for 2 sessions", n)
 	}
 }
 
+// A caller past its own quota makes room among its own sessions, never
+// another caller's; a session in a call is never evicted: with nothing
+// else to evict the answer is BusyError.
+func TestUnitSessionQuotaPerCaller(t *testing.T) {
+	m, _ := unitManager(t, Config{MaxSessions: 4, PerCaller: 2})
+	call(t, m, "b1", "set x b")
+	call(t, m, "a1", "set x 1")
+	call(t, m, "a2", "set x 2")
+	call(t, m, "a3", "set x 3") // a1 goes, b1 stays
+	if got := call(t, m, "b1", "get x"); got.Status != "reused" || got.Stdout != "b\n" {
+		t.Fatalf("another caller's session was evicted: %s %q", got.Status, got.Stdout)
+	}
+	if got := call(t, m, "a1", "get x"); got.Status != "new" {
+		t.Fatalf("a1: %s, want new (evicted)", got.Status)
+	}
+	// a1 (new) and a3 are a's two sessions now; hold both in a call.
+	py, _ := lang.Lookup("py")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held := make(chan error, 2)
+	for _, k := range []string{"a1", "a3"} {
+		go func() {
+			_, err := m.Exec(ctx, "a", k, engine.Request{Lang: py, Code: "sleep", Timeout: 3 * time.Second})
+			held <- err
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); sleeping.Load() != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two calls never started")
+		}
+	}
+	var busy *BusyError
+	if _, err := m.Exec(context.Background(), "a", "a4", engine.Request{Lang: py, Code: "set x 4"}); !errors.As(err, &busy) || !busy.Own {
+		t.Fatalf("a caller with every session in a call got %v, want BusyError", err)
+	}
+	cancel()
+	for range 2 {
+		<-held
+	}
+	if got := call(t, m, "b1", "get x"); got.Status != "reused" {
+		t.Fatalf("b1: %s", got.Status)
+	}
+}
+
 func TestUnitUnsupportedLanguage(t *testing.T) {
 	m, box := unitManager(t, Config{})
 	js, _ := lang.Lookup("js")
-	if _, err := m.Exec(context.Background(), "a", engine.Request{Lang: js, Code: "1"}); !errors.Is(err, ErrUnsupported) {
+	if _, err := m.Exec(context.Background(), "a", "a", engine.Request{Lang: js, Code: "1"}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("err %v", err)
 	}
 	if n := len(box.Runs()); n != 0 {

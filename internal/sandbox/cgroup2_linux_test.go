@@ -67,9 +67,11 @@ type runCgroupSeen struct {
 	procs []string // comm of each process in it
 }
 
-// cgroupOfRun runs spec, whose code first prints its /proc/self/cgroup
-// line and then waits for /mnt/data/go; meanwhile it reads the limits of
-// that cgroup from the host, then lets the code finish.
+// cgroupOfRun runs spec, whose code first prints "<its /proc/self/ns/pid
+// link> <its pid> <its /proc/self/cgroup line>" and then waits for
+// /mnt/data/go; meanwhile it finds that process on the host, reads its
+// cgroup's limits from there (the code itself sees "0::/": its own cgroup
+// namespace), then lets the code finish.
 func cgroupOfRun(t *testing.T, s *Linux, spec Spec) (runCgroupSeen, runOut) {
 	t.Helper()
 	dir, release, err := s.NewWorkdir(16 << 20)
@@ -95,9 +97,16 @@ func cgroupOfRun(t *testing.T, s *Linux, spec Spec) (runCgroupSeen, runOut) {
 	var seen runCgroupSeen
 	select {
 	case line := <-out.first:
-		p, ok := strings.CutPrefix(line, "0::")
+		f := strings.Fields(line)
+		if len(f) != 3 || f[2] != "0::/" {
+			t.Errorf("the run's pid namespace, pid and /proc/self/cgroup: %q, want its own cgroup namespace (0::/)", line)
+			break
+		}
+		inner, _ := strconv.Atoi(f[1])
+		host := hostCgroupLines(t, hostPidOf(t, f[0], inner))
+		p, ok := strings.CutPrefix(strings.TrimSpace(host), "0::")
 		if !ok {
-			t.Errorf("/proc/self/cgroup of the run: %q, want a single cgroup v2 line", line)
+			t.Errorf("/proc/PID/cgroup of the run from the host: %q, want a single cgroup v2 line", host)
 			break
 		}
 		seen.path = p
@@ -171,13 +180,16 @@ func cgroupGone(t *testing.T, path string) {
 	}
 }
 
+// selfLine prints the shell's pid namespace, pid and cgroup (cgroupOfRun).
+const selfLine = `echo "$(readlink /proc/$$/ns/pid) $$ $(cat /proc/self/cgroup)"; `
+
 const waitForGo = "while [ ! -e /mnt/data/go ]; do sleep 0.02; done; echo done"
 
 func TestCgroupV2ColdRun(t *testing.T) {
 	requireV2(t)
 	s := sb(t)
 	seen, r := cgroupOfRun(t, s, Spec{Limits: Limits{MemoryBytes: 200 << 20, Pids: 50, WallTime: time.Minute},
-		Steps: sh("cat /proc/self/cgroup; " + waitForGo)})
+		Steps: sh(selfLine + waitForGo)})
 	wantStatus(t, r, StatusOK)
 	t.Logf("cold run: /proc/self/cgroup 0::%s, limits %v, processes %v", seen.path, seen.files, seen.procs)
 	if slot := cgroupSlot(t, s, seen.path); slot >= s.cfg.Slots {
@@ -270,7 +282,7 @@ func TestCgroupV2SampledPeak(t *testing.T) {
 // The warm checks: a warm child must be in a cgroup of its own, with the
 // run's limits, before the first line of the code runs.
 
-const warmWaitForGo = "print(open('/proc/self/cgroup').read(), end='', flush=True)\n" +
+const warmWaitForGo = "import os\nprint(os.readlink('/proc/self/ns/pid'), os.getpid(), open('/proc/self/cgroup').read().strip(), flush=True)\n" +
 	"import os, time\nwhile not os.path.exists('/mnt/data/go'): time.sleep(0.02)\nprint('done')\n"
 
 func TestCgroupV2Warm(t *testing.T) {
@@ -507,4 +519,44 @@ func TestCgroupV2RefusesUndelegated(t *testing.T) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}
 	}
+}
+
+// hostPidOf finds, on the host, the process whose pid namespace is ns (a
+// /proc/PID/ns/pid link's target) and whose pid in it is inner.
+func hostPidOf(t *testing.T, ns string, inner int) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err != nil || l != ns {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				f := strings.Fields(v)
+				if len(f) > 0 && f[len(f)-1] == strconv.Itoa(inner) {
+					pid, _ := strconv.Atoi(e.Name())
+					return pid
+				}
+			}
+		}
+	}
+	t.Fatalf("no host process with pid %d in %s", inner, ns)
+	return 0
+}
+
+// hostCgroupLines is /proc/PID/cgroup as the host sees it.
+func hostCgroupLines(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

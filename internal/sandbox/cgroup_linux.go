@@ -63,6 +63,9 @@ type runCgroup interface {
 	// empty kills whatever is still inside and waits until nothing is.
 	empty() error
 	destroy() error
+	// setFrozen freezes (true) or thaws every process of the cgroup and
+	// returns once the kernel reports it done, or fails after freezeWait.
+	setFrozen(frozen bool) error
 	// recycle is destroy for a cgroup whose slot will be used again: the
 	// tree may keep it, emptied and with its counters reset, for the next
 	// newRun of the slot (creating and removing cgroups costs the server
@@ -93,6 +96,10 @@ func newCgroupTree(parent string, instance int) (cgroupTree, error) {
 		}
 		_, err := os.Stat(filepath.Join(cgroupRoot, "memory", "memory.memsw.limit_in_bytes"))
 		t.memsw = err == nil
+		// Optional: without it stateful sessions run unfrozen between calls
+		// (Describe says so).
+		_, err = os.Stat(filepath.Join(cgroupRoot, "freezer", "cgroup.procs"))
+		t.freezer = err == nil
 		return t, nil
 	default:
 		return nil, errors.New("no cgroup filesystem mounted at " + cgroupRoot)
@@ -102,8 +109,9 @@ func newCgroupTree(parent string, instance int) (cgroupTree, error) {
 // ---- cgroup v1 ----
 
 type cg1Tree struct {
-	base  string
-	memsw bool // swap accounting on: memory.memsw.* bounds memory+swap
+	base    string
+	memsw   bool // swap accounting on: memory.memsw.* bounds memory+swap
+	freezer bool // the freezer hierarchy is mounted: runs join it too
 
 	mu   sync.Mutex
 	idle map[int]*cg1Run // recycled cgroups by slot
@@ -116,15 +124,28 @@ type cg1Tree struct {
 const reuseCharge = 4 << 20
 
 func (t *cg1Tree) hierarchy() ([]cgroup1.Subsystem, error) {
-	return []cgroup1.Subsystem{
+	subs := []cgroup1.Subsystem{
 		cgroup1.NewMemory(cgroupRoot), cgroup1.NewPids(cgroupRoot),
 		cgroup1.NewCpu(cgroupRoot), cgroup1.NewCpuacct(cgroupRoot),
-	}, nil
+	}
+	if t.freezer {
+		subs = append(subs, cgroup1.NewFreezer(cgroupRoot))
+	}
+	return subs, nil
+}
+
+// controllers are the v1 hierarchies a run's cgroup lives in.
+func (t *cg1Tree) controllers() []string {
+	c := []string{"memory", "pids", "cpu", "cpuacct"}
+	if t.freezer {
+		c = append(c, "freezer")
+	}
+	return c
 }
 
 func (t *cg1Tree) describe() CgroupReport {
 	return CgroupReport{Version: 1, Path: t.base,
-		Controllers: []string{"memory", "pids", "cpu", "cpuacct"}, MemSW: t.memsw}
+		Controllers: t.controllers(), MemSW: t.memsw, Freezer: t.freezer}
 }
 
 func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
@@ -141,7 +162,7 @@ func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
 	path := fmt.Sprintf("%s/s%d", t.base, slot)
 	// A leftover of a run whose cleanup failed: empty and drop it first.
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", path)); err == nil {
-		old := &cg1Run{path: path}
+		old := &cg1Run{path: path, tree: t}
 		if cg, err := cgroup1.Load(cgroup1.StaticPath(path), cgroup1.WithHierarchy(t.hierarchy)); err == nil {
 			old.cg = cg
 			_ = old.empty()
@@ -152,7 +173,16 @@ func (t *cg1Tree) newRun(slot int, lim cgroupLimits) (runCgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", path, err)
 	}
-	return &cg1Run{cg: cg, path: path, tree: t, slot: slot, lim: lim}, nil
+	fresh := &cg1Run{cg: cg, path: path, tree: t, slot: slot, lim: lim}
+	if t.freezer {
+		// A freezer cgroup of that name left frozen (by a predecessor that
+		// did not know of the freezer, say) would freeze the run's init.
+		if err := writeFreezerState(fresh.file("freezer", "freezer.state"), false); err != nil {
+			_ = fresh.destroy()
+			return nil, fmt.Errorf("cgroup %s: %w", path, err)
+		}
+	}
+	return fresh, nil
 }
 
 func (t *cg1Tree) resources(lim cgroupLimits) *specs.LinuxResources {
@@ -174,12 +204,16 @@ func (t *cg1Tree) purge() error {
 	t.idle = nil
 	t.mu.Unlock()
 	var errs []error
-	for _, c := range []string{"memory", "pids", "cpu", "cpuacct"} {
+	// The freezer first: a frozen leftover's processes die once thawed,
+	// which leaves the other hierarchies' cgroups empty for their rmdir.
+	ctrls := t.controllers()
+	slices.Reverse(ctrls)
+	for _, c := range ctrls {
 		dir := filepath.Join(cgroupRoot, c, t.base)
 		if _, err := os.Stat(dir); err != nil {
 			continue
 		}
-		errs = append(errs, removeCgroupTree(dir, killCgroupProcs)...)
+		errs = append(errs, removeCgroupTree(dir, killAndThaw)...)
 	}
 	return errors.Join(errs...)
 }
@@ -408,8 +442,32 @@ func (r *cg1Run) reuse(lim cgroupLimits) error {
 	return nil
 }
 
+// empty kills, then thaws (a v1 freezer holds a SIGKILL pending until
+// the task is thawed; killed first, a task leaves the freezer straight to
+// its death, without returning to its code), then waits.
 func (r *cg1Run) empty() error {
+	if r.tree != nil && r.tree.freezer {
+		_ = killCgroupProcs(r.file("pids", "cgroup.procs"))
+		_ = writeFreezerState(r.file("freezer", "freezer.state"), false)
+	}
 	return emptyCgroup(r.file("pids", "cgroup.procs"))
+}
+
+func (r *cg1Run) setFrozen(frozen bool) error {
+	if r.tree == nil || !r.tree.freezer {
+		return errNoFreezer
+	}
+	state := r.file("freezer", "freezer.state")
+	want := map[bool]string{true: "FROZEN", false: "THAWED"}[frozen]
+	return waitFreezer(func() (bool, error) {
+		// Written again on every round: a v1 freeze that found a task it
+		// could not stop yet (FREEZING) tries again.
+		if err := writeFreezerState(state, frozen); err != nil {
+			return false, err
+		}
+		b, err := os.ReadFile(state)
+		return strings.TrimSpace(string(b)) == want, err
+	})
 }
 
 func (r *cg1Run) destroy() error {
@@ -555,6 +613,7 @@ func (t *cg2Tree) purge() error {
 	var errs []error
 	for i := len(dirs) - 1; i >= 0; i-- {
 		_ = os.WriteFile(filepath.Join(dirs[i], "cgroup.kill"), []byte("1"), 0)
+		_ = os.WriteFile(filepath.Join(dirs[i], "cgroup.freeze"), []byte("0"), 0)
 		if err := emptyCgroup(filepath.Join(dirs[i], "cgroup.procs")); err != nil {
 			errs = append(errs, err)
 		}
@@ -625,8 +684,26 @@ func (r *cg2Run) stats() (cgroupStats, error) {
 }
 
 func (r *cg2Run) empty() error {
+	// SIGKILL ends a task frozen by the v2 freezer; the thaw is for a
+	// kernel without cgroup.kill, whose fallback kill is per process.
 	_ = os.WriteFile(filepath.Join(r.dir, "cgroup.kill"), []byte("1"), 0)
+	_ = os.WriteFile(filepath.Join(r.dir, "cgroup.freeze"), []byte("0"), 0)
 	return emptyCgroup(filepath.Join(r.dir, "cgroup.procs"))
+}
+
+func (r *cg2Run) setFrozen(frozen bool) error {
+	v := map[bool]string{true: "1", false: "0"}[frozen]
+	if err := os.WriteFile(filepath.Join(r.dir, "cgroup.freeze"), []byte(v), 0); err != nil {
+		return err
+	}
+	return waitFreezer(func() (bool, error) {
+		kv, err := readKV(filepath.Join(r.dir, "cgroup.events"))
+		n, ok := kv["frozen"]
+		if err == nil && !ok {
+			return false, errNoFreezer
+		}
+		return n == map[bool]uint64{true: 1, false: 0}[frozen], err
+	})
 }
 
 func (r *cg2Run) recycle() error { return r.destroy() }
@@ -642,6 +719,46 @@ func (r *cg2Run) destroy() error {
 }
 
 // ---- helpers ----
+
+// freezeWait bounds a freeze or thaw: a task in an uninterruptible sleep
+// (a v1 freezer cannot stop it there) may hold the change up.
+const freezeWait = 5 * time.Second
+
+var errNoFreezer = errors.New("no cgroup freezer")
+
+// waitFreezer polls done until it reports the freezer's change complete.
+func waitFreezer(done func() (bool, error)) error {
+	deadline := time.Now().Add(freezeWait)
+	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 10*time.Millisecond) {
+		ok, err := done()
+		if err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup freezer: not settled after %s", freezeWait)
+		}
+		time.Sleep(pause)
+	}
+}
+
+func writeFreezerState(file string, frozen bool) error {
+	return os.WriteFile(file, []byte(map[bool]string{true: "FROZEN", false: "THAWED"}[frozen]), 0)
+}
+
+// killAndThaw SIGKILLs every process of a cgroup (given its cgroup.procs)
+// and, in a v1 freezer hierarchy, thaws it so that they die.
+func killAndThaw(procs string) error {
+	err := killCgroupProcs(procs)
+	if st := filepath.Join(filepath.Dir(procs), "freezer.state"); fileExists(st) {
+		_ = writeFreezerState(st, false)
+	}
+	return err
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
 
 // killCgroupProcs SIGKILLs every process listed in a cgroup.procs file.
 func killCgroupProcs(procs string) error {
@@ -752,6 +869,7 @@ func (noCgroups) stats() (cgroupStats, error)      { return cgroupStats{}, nil }
 func (noCgroups) empty() error                     { return nil }
 func (noCgroups) destroy() error                   { return nil }
 func (noCgroups) recycle() error                   { return nil }
+func (noCgroups) setFrozen(bool) error             { return errNoFreezer }
 
 // usable creates and removes a probe cgroup: a mounted but read-only
 // hierarchy (a container without the right to write it) fails here.

@@ -181,7 +181,9 @@ func (l *host) NewWorkdir(maxBytes int64) (string, func() error, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", nil, err
 	}
-	opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0755", maxBytes, inodesFor(maxBytes))
+	// 0700: on a multi-user host nobody but the run's uid (the run chowns
+	// it) and root reads a run's files.
+	opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", maxBytes, inodesFor(maxBytes))
 	if err := unix.Mount(l.mountTag(), dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		os.Remove(dir)
 		return "", nil, fmt.Errorf("sandbox: mount workdir: %w", err)

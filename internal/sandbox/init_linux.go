@@ -107,6 +107,14 @@ func runInit() int {
 		return fatal(fmt.Errorf("read config: %w", err))
 	}
 	cf.Close()
+	// Its own cgroup namespace, rooted at the run's cgroup (where it is by
+	// now): the code sees "/" for its cgroup, never the host's paths. Not
+	// a template's: its children enter their own (zygote.c, child_enter).
+	if !cfg.Template {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fatal(fmt.Errorf("cgroup namespace: %w", err))
+		}
+	}
 	syscall.Umask(0o022)
 	if err := buildRoot(&cfg); err != nil {
 		return fatal(err)

@@ -418,6 +418,8 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		return abort(fmt.Errorf("sandbox: cgroup: %w", err))
 	}
 	tPlaced = time.Since(t0)
+	fz := startFreezer(spec, cg)
+	defer fz.end()
 	steps := make([]initStep, len(spec.Steps))
 	for i, st := range spec.Steps {
 		steps[i] = initStep{Name: st.Name, Argv: st.Argv, Timeout: st.Timeout, Stdin: st.Stdin}
@@ -451,7 +453,10 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	}()
 
 	// pid 1 of the namespace: killing it kills everything in it.
-	dog := watch(ctx, lim, sink.overflow, cg.cpuUsage, func() { cmd.Process.Kill() })
+	dog := watch(ctx, lim, sink.overflow, cg.cpuUsage, func() {
+		cmd.Process.Kill()
+		fz.end() // a frozen sandbox dies once thawed
+	})
 	var (
 		events    []initEvent
 		lastStart = -1 // index of the last step that started
@@ -485,6 +490,7 @@ loop:
 		}
 	}
 	v := dog.end()
+	fz.end()
 	res.WallTime = time.Since(start)
 	tExited = time.Since(t0)
 	defer func() {

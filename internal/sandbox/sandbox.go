@@ -9,6 +9,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 )
@@ -72,7 +73,25 @@ type Spec struct {
 	// for runs that talk to the server for their whole life (programmatic
 	// tool calling), where the pool's shortcuts bring nothing.
 	Cold bool
+	// Started, when set, is called once the run's processes are in their
+	// cgroup, before any of the steps' code runs, with the run's freezer
+	// (valid until Run returns); not called when the sandbox cannot
+	// freeze (no cgroups). A live sandbox (a stateful session) is kept
+	// frozen with it between the calls it serves.
+	Started func(Freezer)
 }
+
+// Freezer stops and resumes every process of a running sandbox (the cgroup
+// freezer). Both return once the kernel reports the change done. Once the
+// run is being killed or has ended, both fail with ErrRunEnded, and the
+// sandbox thaws what it froze so that its processes can die.
+type Freezer interface {
+	Freeze() error
+	Thaw() error
+}
+
+// ErrRunEnded: the run a Freezer belongs to is ending or over.
+var ErrRunEnded = errors.New("sandbox: the run has ended")
 
 // File is a file the sandbox writes inside itself before the first step.
 type File struct {
@@ -142,6 +161,7 @@ type CgroupReport struct {
 	Path        string   `json:"path,omitempty"`
 	Controllers []string `json:"controllers,omitempty"`
 	MemSW       bool     `json:"memsw,omitempty"`       // v1: swap is limited too
+	Freezer     bool     `json:"freezer,omitempty"`     // v1: the freezer hierarchy is used (v2 always can)
 	MemoryPeak  string   `json:"memory_peak,omitempty"` // v2: how the peak is measured
 	Instead     string   `json:"instead,omitempty"`     // degraded: what limits runs instead
 }

@@ -5,6 +5,7 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"path"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +27,9 @@ func runTemplate(cfg initConfig, rep initReporter) int {
 	}
 	if len(cfg.Steps) != 1 {
 		return fatal(fmt.Errorf("template: want 1 step, got %d", len(cfg.Steps)))
+	}
+	if err := sealFiles(cfg.Files); err != nil {
+		return fatal(err)
 	}
 	if err := setRlimits(cfg); err != nil {
 		return fatal(err)
@@ -59,4 +63,34 @@ func runTemplate(cfg initConfig, rep initReporter) int {
 	}
 	rep.send(ev)
 	return 0
+}
+
+// sealFiles gives the template's own files (its helper library, reaper,
+// code and config, written like a run's files for the code's uid) and
+// their directories to root, read-only: no process of the code's uid
+// changes what the template and every later child load.
+func sealFiles(files []File) error {
+	dirs := map[string]bool{}
+	for _, f := range files {
+		if err := unix.Lchown(f.Path, 0, 0); err != nil {
+			return fmt.Errorf("seal %s: %w", f.Path, err)
+		}
+		mode := f.Mode & 0o555
+		if f.Mode == 0 {
+			mode = 0o444
+		}
+		if err := unix.Chmod(f.Path, mode); err != nil {
+			return fmt.Errorf("seal %s: %w", f.Path, err)
+		}
+		for d := path.Dir(f.Path); d != "/tmp" && d != "/" && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+			if err := unix.Lchown(d, 0, 0); err != nil {
+				return fmt.Errorf("seal %s: %w", d, err)
+			}
+			if err := unix.Chmod(d, 0o755); err != nil {
+				return fmt.Errorf("seal %s: %w", d, err)
+			}
+		}
+	}
+	return nil
 }

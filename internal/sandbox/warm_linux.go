@@ -1011,6 +1011,8 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 	if err != nil {
 		return res, false, err
 	}
+	fz := startFreezer(spec, sp.cg)
+	defer fz.end()
 	wl := lim
 	if st.Timeout > 0 && st.Timeout < wl.WallTime {
 		wl.WallTime = st.Timeout
@@ -1018,7 +1020,10 @@ func (p *warmPool) exec(ctx context.Context, spec Spec, lim Limits, sp *spare, e
 	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
 	start := time.Now()
 	// pid 1 of the run's namespace: killing it kills everything in it.
-	dog := watch(ctx, wl, sink.overflow, sp.cg.cpuUsage, func() { _ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0) })
+	dog := watch(ctx, wl, sink.overflow, sp.cg.cpuUsage, func() {
+		_ = unix.PidfdSendSignal(sp.pidfd, unix.SIGKILL, nil, 0)
+		fz.end() // a frozen sandbox dies once thawed
+	})
 	dog.armCPU() // one step: the CPU limit counts from the start
 	var v verdict
 	ended := false
@@ -1105,6 +1110,7 @@ loop:
 		}
 	}
 	endDog()
+	fz.end()
 	res.WallTime = time.Since(start)
 	tExit := res.WallTime
 	defer func() {

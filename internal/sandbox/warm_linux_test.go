@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -562,21 +563,34 @@ func TestWarmWithoutMemlock(t *testing.T) {
 
 // TestWarmRunsInItsOwnCgroup: the code of a warm run, and its pid 1, are in
 // a cgroup of their own, not the template's, from the code's first
-// instruction on (cgroup v1 and v2: each hierarchy line of
-// /proc/self/cgroup names a child cgroup of the template's slot).
+// instruction on (cgroup v1 and v2: each hierarchy line of /proc/PID/cgroup,
+// read on the host, names a child cgroup of the template's slot); the code
+// itself sees only "/" (its own cgroup namespace).
 func TestWarmRunsInItsOwnCgroup(t *testing.T) {
 	s := wb(t)
-	for _, code := range []string{"print(open('/proc/self/cgroup').read() + '--\\n' + open('/proc/1/cgroup').read())",
-		"import numpy\nprint(open('/proc/self/cgroup').read() + '--\\n' + open('/proc/1/cgroup').read())"} {
+	const show = "import os\nprint(os.readlink('/proc/self/ns/pid'), os.getpid(), repr(open('/proc/self/cgroup').read() + open('/proc/1/cgroup').read()), flush=True)\n" +
+		"import time\nwhile not os.path.exists('/mnt/data/go'): time.sleep(0.02)\n"
+	for _, code := range []string{show, "import numpy\n" + show} {
 		served := s.WarmServed()
-		r := run(t, s, warmSpec(code))
-		wantStatus(t, r, StatusOK)
+		line, finish := firstLineOfRun(t, s, warmSpec(code))
+		f := strings.SplitN(line, " ", 3)
+		if len(f) != 3 {
+			t.Fatalf("first line %q", line)
+		}
+		for _, l := range strings.Split(strings.Trim(f[2], "'"), "\\n") {
+			if l != "" && !strings.HasSuffix(l, ":/") {
+				t.Errorf("the code sees the cgroup line %q, want only / (its own cgroup namespace)", l)
+			}
+		}
+		inner, _ := strconv.Atoi(f[1])
+		self := hostCgroupLines(t, hostPidOf(t, f[0], inner))
+		one := hostCgroupLines(t, hostPidOf(t, f[0], 1))
+		wantStatus(t, finish(), StatusOK)
 		if s.WarmServed() != served+1 {
 			t.Fatal("not served warm")
 		}
-		self, one, _ := strings.Cut(r.Stdout, "--\n")
-		if self != strings.TrimSuffix(one, "\n") {
-			t.Fatalf("the code and its pid 1 are in different cgroups:\n%s", r.Stdout)
+		if self != one {
+			t.Fatalf("the code and its pid 1 are in different cgroups:\n%s--\n%s", self, one)
 		}
 		// On a v1 (or hybrid) host the memory and pids hierarchies count;
 		// the unified "0::" line of a hybrid host manages nothing. On v2,
@@ -602,6 +616,52 @@ func TestWarmRunsInItsOwnCgroup(t *testing.T) {
 			t.Fatalf("no memory, pids or v2 line in\n%s", self)
 		}
 	}
+}
+
+// firstLineOfRun starts spec (whose code waits for /mnt/data/go after its
+// first line) and returns that line, and finish, which creates the file
+// and returns the run's outcome.
+func firstLineOfRun(t *testing.T, s *Linux, spec Spec) (string, func() runOut) {
+	t.Helper()
+	dir, release, err := s.NewWorkdir(16 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = release() })
+	spec.Workdir = dir
+	if spec.Env == nil {
+		spec.Env = baseEnv
+	}
+	out, errb := newLineWriter(), newLineWriter()
+	spec.Stdout, spec.Stderr = out, errb
+	type ran struct {
+		res Result
+		err error
+	}
+	done := make(chan ran, 1)
+	go func() {
+		res, err := s.Run(context.Background(), spec)
+		done <- ran{res, err}
+	}()
+	finish := func() runOut {
+		if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("Run: %v", r.err)
+		}
+		return runOut{Result: r.res, Stdout: out.String(), Stderr: errb.String(), Workdir: dir}
+	}
+	select {
+	case line := <-out.first:
+		return line, finish
+	case r := <-done:
+		t.Fatalf("run ended before its first line: %+v %v\nstdout %q\nstderr %q", r.res, r.err, out.String(), errb.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no first line from the run within 2 minutes")
+	}
+	return "", nil
 }
 
 // TestWarmCloseDuringStart: a sandbox closed while its templates are still

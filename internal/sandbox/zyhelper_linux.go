@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -67,8 +68,11 @@ func ccBuild(ctx context.Context, cc, dir, name, ext string, src []byte, flagSet
 	src = append(policyHeader(), src...)
 	sum := sha256.Sum256(append(append([]byte(cc), 0), src...))
 	out := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:8])+ext)
-	if b, err := os.ReadFile(out); err == nil && len(b) > 0 {
-		return b, nil
+	// Only a cache file that is root's and read-only is trusted.
+	if fi, err := os.Lstat(out); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o222 == 0 && fileUID(fi) == 0 {
+		if b, err := os.ReadFile(out); err == nil && len(b) > 0 {
+			return b, nil
+		}
 	}
 	tmp, err := os.MkdirTemp(dir, "."+name+"-build-")
 	if err != nil {
@@ -97,6 +101,9 @@ func ccBuild(ctx context.Context, cc, dir, name, ext string, src []byte, flagSet
 	}
 	b, err := os.ReadFile(bin)
 	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(bin, 0o444); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(bin, out); err != nil {
@@ -178,3 +185,10 @@ func (r *warmRequest) marshal() ([]byte, error) {
 
 // warmRequestVersion is REQUEST_VERSION in zygote.c.
 const warmRequestVersion = 1
+
+func fileUID(fi os.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}

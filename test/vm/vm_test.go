@@ -46,14 +46,14 @@ var defaultTests = []guestTest{{
 	// seconds of CPU, and their bounds, right on a real host, would fail
 	// or flake here. The host runs them; cpu.stat and the pids limit have
 	// v2 tests of their own.
-	run: "^(TestCgroupV2.*|TestEchoAndExitCode|TestMemoryBomb|TestKillMinusOneStaysInside)$",
+	run: "^(TestCgroupV2.*|TestEchoAndExitCode|TestMemoryBomb|TestKillMinusOneStaysInside|TestFreezer|TestCgroupNamespace)$",
 }, {
 	// The attacks of the attack suite that concern limits, and the
 	// stateful runtime's, through the API: cold, and served warm (the
 	// tests' own backend matrix runs them warm in a child process). The
 	// guest has no runsc: not on gVisor.
 	pkg:  "./internal/api",
-	run:  "^(TestAttack(ForkBomb|MemoryBomb|Daemon|FillDisk|KillAll)|TestStatefulMemoryBombKillsOnlyItsSession)$",
+	run:  "^(TestAttack(ForkBomb|MemoryBomb|Daemon|FillDisk|KillAll|StatefulBackgroundLoop)|TestStatefulMemoryBombKillsOnlyItsSession)$",
 	skip: "/gvisor$",
 }, {
 	// Served warm: ~70 s each under TCG (a fresh warm pool per test), so

@@ -535,6 +535,9 @@ static void child_enter(struct request *q, int fds[4], const unsigned char *body
     char opts[128];
     struct reader r = {body, body + len};
     parse_request(q, &r);
+    /* The server moved this process to the run's cgroup before it sent the
+     * request: a cgroup namespace rooted there hides the host's paths. */
+    CHECK(unshare(CLONE_NEWCGROUP), "unshare cgroup namespace");
     if (q->disk != pool_disk) {
         scratch_opts(opts, sizeof opts, q->disk);
         CHECK(mount(NULL, "/tmp", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, opts), "remount /tmp");
