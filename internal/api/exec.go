@@ -170,7 +170,7 @@ func (s *Server) execRequestOf(w http.ResponseWriter, r *http.Request, req execR
 		Stdin:   req.Stdin,
 		Files:   files,
 		Timeout: timeout,
-		Owner:   principalOf(r).Subject,
+		Owner:   principalOf(r).ID,
 	}, true
 }
 

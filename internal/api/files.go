@@ -15,6 +15,7 @@ import (
 
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
@@ -80,11 +81,11 @@ func (s *Server) handleLanguages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// ownerVisible reports whether the caller may see obj: JWT principals see
-// their own files and unowned ones; shared keys see everything.
+// ownerVisible reports whether the caller may see obj: its owner's own
+// objects only (package owner has the rule for objects stored before
+// owners were recorded).
 func ownerVisible(r *http.Request, obj storage.Object) bool {
-	sub := principalOf(r).Subject
-	return obj.Owner == "" || sub == "" || obj.Owner == sub
+	return owner.Visible(obj.Owner, principalOf(r).ID)
 }
 
 // --- upload ---
@@ -162,14 +163,12 @@ func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Pa
 	if err != nil {
 		return 0, each(filename, storage.Object{}, err)
 	}
-	owner := ""
-	if f.kind == "" || f.kind == "user" {
-		owner = principalOf(r).Subject
-	}
+	// Every upload, whatever its kind (user, agent, skill), belongs to the
+	// principal that sent it.
 	limit := s.Limits.MaxUploadBytes
 	lr := &limitedReader{r: part, left: limit}
 	obj, err := s.Store.Put(r.Context(), storage.Key{Session: session, ID: storage.NewID()}, lr,
-		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: owner, ContentType: partType(part, name)})
+		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: principalOf(r).ID, ContentType: partType(part, name)})
 	if lr.exceeded {
 		return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
 	}

@@ -2,9 +2,7 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -22,23 +20,20 @@ import (
 	"github.com/codeexec/codeexec/internal/tracing"
 )
 
-// callerKey identifies the caller for rate limits: the JWT subject, else
-// the API key (hashed), else the client address.
+// callerKey identifies the caller for rate limits and per-caller bounds:
+// the authenticated principal (never the raw credential bytes, which a
+// caller can respell at will), and for anonymous callers also the client
+// address.
 func callerKey(r *http.Request) string {
-	if sub := principalOf(r).Subject; sub != "" {
-		return "sub:" + sub
-	}
-	for _, h := range []string{r.Header.Get("X-API-Key"), r.Header.Get("Authorization")} {
-		if h != "" {
-			sum := sha256.Sum256([]byte(h))
-			return "key:" + hex.EncodeToString(sum[:8])
-		}
+	p := principalOf(r)
+	if p.Method != "none" {
+		return p.ID
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	return "ip:" + host
+	return p.ID + "@" + host
 }
 
 // tooMany answers 429 in the shape LibreChat's client parses.
