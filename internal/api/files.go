@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/codeexec/codeexec/internal/admission"
@@ -184,6 +185,10 @@ func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Pa
 		if errors.As(err, &tooBig) {
 			return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
 		}
+		var full *storage.QuotaError
+		if errors.As(err, &full) {
+			return http.StatusInsufficientStorage, full
+		}
 		return http.StatusInternalServerError, fmt.Errorf("storing upload: %w", err)
 	}
 	return 0, each(name, obj, nil)
@@ -238,22 +243,46 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, files int) {
+// limitBody bounds an upload's body, answering 413 itself (and returning
+// false) when its declared length alone is more than the caller may store.
+func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, files int) bool {
+	if s.Quota != nil {
+		if q := s.Quota.Limits().PerOwner; q > 0 && r.ContentLength > q+1<<20 {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than this caller's storage quota (%d bytes)", r.ContentLength, q))
+			return false
+		}
+	}
 	// Room for every file at the cap plus multipart overhead.
 	r.Body = http.MaxBytesReader(w, r.Body, int64(files)*s.Limits.MaxUploadBytes+1<<20)
+	return true
+}
+
+// discard deletes what a failed upload request stored: the client was told
+// it failed and holds no id of it, and it must not count against a quota.
+func (s *Server) discard(r *http.Request, keys []storage.Key) {
+	for _, k := range keys {
+		if err := s.Store.Delete(context.WithoutCancel(r.Context()), k); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			s.Log.Warn("discarding a failed upload's file", "err", err)
+		}
+	}
 }
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
-	s.limitBody(w, r, 1)
+	if !s.limitBody(w, r, 1) {
+		return
+	}
 	session := storage.NewID()
 	var files []uploadedFile
+	var stored []storage.Key
 	status, err := s.readUploads(w, r, session, 1, func(name string, obj storage.Object, err error) error {
 		if err != nil {
 			return err
 		}
+		stored = append(stored, obj.Key)
 		files = append(files, uploadedFile{FileID: obj.ID, Filename: name})
 		return nil
 	})
@@ -261,6 +290,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		status, err = http.StatusBadRequest, errors.New("no file in the request (form field \"file\")")
 	}
 	if err != nil {
+		s.discard(r, stored)
 		s.uploadError(w, status, err)
 		return
 	}
@@ -273,9 +303,12 @@ func (s *Server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
-	s.limitBody(w, r, s.Limits.MaxBatchFiles)
+	if !s.limitBody(w, r, s.Limits.MaxBatchFiles) {
+		return
+	}
 	session := storage.NewID()
 	files := []uploadedFile{}
+	var stored []storage.Key
 	ok, failed := 0, 0
 	status, err := s.readUploads(w, r, session, s.Limits.MaxBatchFiles, func(name string, obj storage.Object, err error) error {
 		if err != nil {
@@ -284,10 +317,14 @@ func (s *Server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
 			return nil
 		}
 		ok++
+		stored = append(stored, obj.Key)
 		files = append(files, uploadedFile{FileID: obj.ID, Filename: name, Status: "success"})
 		return nil
 	})
 	if err != nil {
+		// A quota filled mid-batch fails the whole batch: the client
+		// learns no ids, so nothing it cannot see is left counting.
+		s.discard(r, stored)
 		s.uploadError(w, status, err)
 		return
 	}
@@ -310,6 +347,9 @@ func (s *Server) uploadError(w http.ResponseWriter, status int, err error) {
 		status = http.StatusBadRequest
 	case status == 0:
 		status = http.StatusInternalServerError
+	case errors.Is(err, storage.ErrQuota):
+		s.storageFull(w, err)
+		return
 	}
 	if status >= 500 {
 		s.Log.Error("upload failed", "err", err)
@@ -317,6 +357,11 @@ func (s *Server) uploadError(w http.ResponseWriter, status int, err error) {
 		return
 	}
 	writeError(w, status, err.Error())
+}
+
+// storageFull answers 507 for a write a storage quota refused.
+func (s *Server) storageFull(w http.ResponseWriter, err error) {
+	writeError(w, http.StatusInsufficientStorage, strings.ToUpper(err.Error()[:1])+err.Error()[1:])
 }
 
 // --- download, list, info, delete ---

@@ -73,6 +73,11 @@ type Deps struct {
 	Console *console.Console
 	// PTC serves programmatic tool calling; nil refuses it with 409.
 	PTC *ptc.Manager
+	// Quota is the storage quota Store goes through, if any: an upload
+	// larger than a caller's whole quota is refused (413) before it is read.
+	Quota *storage.Quota
+	// MaxInFlight bounds each caller's requests in progress (0: no bound).
+	MaxInFlight int
 }
 
 // Rates are the per-caller rate limits.
@@ -87,6 +92,9 @@ type Server struct {
 	handler  http.Handler
 	patterns []string // every registered route, for the OpenAPI check
 	draining atomic.Bool
+
+	inFlightMu sync.Mutex
+	inFlight   map[string]int // caller -> requests in progress
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -117,7 +125,7 @@ func NewServer(d Deps) *Server {
 	if d.MemoryWait == 0 {
 		d.MemoryWait = 60 * time.Second
 	}
-	s := &Server{Deps: d, mux: http.NewServeMux()}
+	s := &Server{Deps: d, mux: http.NewServeMux(), inFlight: map[string]int{}}
 	s.routes()
 	s.handler = s.recoverer(s.normalize(s.mux))
 	return s
@@ -168,8 +176,38 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+		r = r.WithContext(context.WithValue(r.Context(), principalKey, p))
+		done, ok := s.enter(r)
+		if !ok {
+			s.tooMany(w, "caller_concurrency", fmt.Sprintf("Too many requests in progress for this caller (at most %d)", s.MaxInFlight), time.Second)
+			return
+		}
+		defer done()
+		h(w, r)
 	})
+}
+
+// enter counts a request of its caller in progress, unless the caller has
+// MaxInFlight already: one caller cannot hold every connection, queue place
+// and upload stream of the server.
+func (s *Server) enter(r *http.Request) (done func(), ok bool) {
+	if s.MaxInFlight <= 0 {
+		return func() {}, true
+	}
+	key := callerKey(r)
+	s.inFlightMu.Lock()
+	defer s.inFlightMu.Unlock()
+	if s.inFlight[key] >= s.MaxInFlight {
+		return nil, false
+	}
+	s.inFlight[key]++
+	return func() {
+		s.inFlightMu.Lock()
+		defer s.inFlightMu.Unlock()
+		if s.inFlight[key]--; s.inFlight[key] == 0 {
+			delete(s.inFlight, key)
+		}
+	}, true
 }
 
 // normalize serves every route at / and under /v1, collapses duplicate
@@ -290,6 +328,8 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.Is(err, admission.ErrTooLarge):
 		writeError(w, http.StatusServiceUnavailable, "Service misconfigured: "+err.Error())
+	case errors.Is(err, storage.ErrQuota):
+		s.storageFull(w, err)
 	case errors.Is(err, engine.ErrUnauthorized):
 		writeError(w, http.StatusForbidden, "Unauthorized file reference")
 	case errors.Is(err, engine.ErrInvalid), errors.Is(err, engine.ErrUnavailable):

@@ -262,7 +262,9 @@ func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
-	s.limitBody(w, r, s.Limits.MaxBatchFiles)
+	if !s.limitBody(w, r, s.Limits.MaxBatchFiles) {
+		return
+	}
 	unlock := s.lockSession(rec.ID)
 	defer unlock()
 	existing, err := s.Store.List(r.Context(), rec.ID)

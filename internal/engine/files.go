@@ -285,6 +285,12 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 				skip("total_size", f.name)
 				continue
 			}
+			if errors.Is(err, storage.ErrQuota) {
+				// The caller's (or the server's) storage is full: the
+				// run's answer says which files were not kept.
+				skip("quota", f.name)
+				continue
+			}
 			return err
 		}
 		res.Files = append(res.Files, out)
