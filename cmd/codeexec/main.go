@@ -259,8 +259,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		MaxHeaderBytes:    64 << 10,
+		// No ReadTimeout: a deadline left on the connection cancels the
+		// request's context when it passes, mid-execution. Bodies get
+		// their own deadlines from the handlers (JSON 2 min, uploads 30).
+		IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return base },
 		// No WriteTimeout: an execution may legitimately take minutes.
 	}
 	var msrv *http.Server

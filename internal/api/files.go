@@ -253,6 +253,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, files int) bo
 			return false
 		}
 	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadBodyTimeout))
 	// Room for every file at the cap plus multipart overhead.
 	r.Body = http.MaxBytesReader(w, r.Body, int64(files)*s.Limits.MaxUploadBytes+1<<20)
 	return true

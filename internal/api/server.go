@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -303,12 +304,21 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // decodeJSON reads a bounded JSON body into v, ignoring unknown fields.
+// The body must arrive within jsonBodyTimeout of being asked for: a caller
+// that trickles it cannot hold an execution slot for long.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout))
+	defer rc.SetReadDeadline(time.Time{}) // executions may outlast it
 	r.Body = http.MaxBytesReader(w, r.Body, s.Limits.MaxJSONBytes)
 	dec := json.NewDecoder(r.Body)
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
+		var netErr net.Error
 		switch {
+		case errors.As(err, &netErr) && netErr.Timeout():
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestTimeout, fmt.Sprintf("request body not received within %s", jsonBodyTimeout))
 		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
 		default:
@@ -318,6 +328,14 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool 
 	}
 	return true
 }
+
+// Read deadlines of bodies (the server itself only bounds headers: an
+// execution's answer can take minutes, and a deadline left on the
+// connection would cancel it).
+const (
+	jsonBodyTimeout   = 2 * time.Minute
+	uploadBodyTimeout = 30 * time.Minute // 150 MB at ~85 kB/s
+)
 
 // engineError maps an engine error to an HTTP answer.
 func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {

@@ -162,6 +162,11 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	r, release, ok := s.admitBeforeBody(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	var req struct {
 		Code     *string         `json:"code"`
 		Stdin    string          `json:"stdin"`
