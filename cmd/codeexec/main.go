@@ -146,11 +146,21 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	running := func() float64 { return float64(adm.Stats().Running) }
 	mets := metrics.New(running, func() float64 { return float64(adm.Stats().Queued) }, running)
 
-	store, err := openStore(ctx, cfg)
+	backend, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer backend.Close()
+	// Quotas count every write of the server (uploads, outputs, records);
+	// usage is counted from the store by the first sweep, just below.
+	quota := storage.NewQuota(backend, storage.QuotaConfig{
+		PerOwner: cfg.QuotaPerCallerBytes, Total: cfg.QuotaTotalBytes,
+		Refused: func(reason string) { mets.StorageRefused.WithLabelValues(reason).Inc() },
+	})
+	mets.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "codeexec_storage_used_bytes", Help: "Bytes of stored files (all callers), as the quotas count them.",
+	}, func() float64 { return float64(quota.Used()) }))
+	var store storage.Store = quota
 
 	lc := sandbox.LinuxConfig{
 		// Beside the admitted executions: the readiness canary and every
@@ -231,8 +241,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		SessionTTL: cfg.SessionTTL,
 		Admission:  adm,
 		Budget:     budget, MemoryWait: cfg.QueueTimeout,
-		Rates:   api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
-		Metrics: mets, MetricsRoute: cfg.MetricsAddr == "",
+		Quota:       quota,
+		MaxInFlight: cfg.MaxRequestsPerCaller,
+		Rates:       api.Rates{Exec: rate(cfg.RateExec), Upload: rate(cfg.RateUpload), Download: rate(cfg.RateDownload)},
+		Metrics:     mets, MetricsRoute: cfg.MetricsAddr == "",
 		Runtime: live,
 		Console: cons,
 		PTC:     progs,
@@ -248,8 +260,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		MaxHeaderBytes:    64 << 10,
+		// No ReadTimeout: a deadline left on the connection cancels the
+		// request's context when it passes, mid-execution. Bodies get
+		// their own deadlines from the handlers (JSON 2 min, uploads 30).
+		IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return base },
 		// No WriteTimeout: an execution may legitimately take minutes.
 	}
 	var msrv *http.Server
@@ -316,7 +332,7 @@ func authMode(cfg *config.Config) string {
 func openStore(ctx context.Context, cfg *config.Config) (storage.Store, error) {
 	switch cfg.StorageBackend {
 	case "local":
-		return storage.OpenLocal(cfg.StorageDir)
+		return storage.OpenLocalWith(cfg.StorageDir, cfg.StorageMinFreeBytes)
 	default:
 		return storage.OpenBucket(ctx, storage.BucketConfig{
 			Backend: cfg.StorageBackend, S3Bucket: cfg.S3Bucket, S3Endpoint: cfg.S3Endpoint,

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // ErrBusy is returned when the queue is full or the wait timed out.
@@ -148,18 +150,20 @@ type RateLimit struct {
 	Window time.Duration
 }
 
-// Limiter enforces a RateLimit per caller key with a token bucket (bursts up
-// to N, refilling evenly over Window). Idle callers are forgotten.
+// Limiter enforces a RateLimit per caller key with a token bucket
+// (golang.org/x/time/rate: bursts up to N, refilling evenly over Window).
+// Callers idle for a Window have a full bucket again and are forgotten, so
+// the map holds only recent callers.
 type Limiter struct {
 	limit RateLimit
 	mu    sync.Mutex
-	seen  map[string]*bucket
+	seen  map[string]*caller
 	sweep time.Time
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
+type caller struct {
+	lim  *rate.Limiter
+	last time.Time
 }
 
 // NewLimiter returns a limiter, or nil (which allows everything) when
@@ -168,7 +172,7 @@ func NewLimiter(limit RateLimit) *Limiter {
 	if limit.N <= 0 || limit.Window <= 0 {
 		return nil
 	}
-	return &Limiter{limit: limit, seen: map[string]*bucket{}}
+	return &Limiter{limit: limit, seen: map[string]*caller{}}
 }
 
 // Allow takes one token for key, or reports how long until one is there.
@@ -178,25 +182,24 @@ func (l *Limiter) Allow(key string, now time.Time) (bool, time.Duration) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	perToken := l.limit.Window / time.Duration(l.limit.N)
 	if now.Sub(l.sweep) > l.limit.Window {
-		for k, b := range l.seen {
-			if now.Sub(b.last) > l.limit.Window {
+		for k, c := range l.seen {
+			if now.Sub(c.last) > l.limit.Window {
 				delete(l.seen, k)
 			}
 		}
 		l.sweep = now
 	}
-	b, ok := l.seen[key]
+	c, ok := l.seen[key]
 	if !ok {
-		b = &bucket{tokens: float64(l.limit.N), last: now}
-		l.seen[key] = b
+		c = &caller{lim: rate.NewLimiter(rate.Every(l.limit.Window/time.Duration(l.limit.N)), l.limit.N)}
+		l.seen[key] = c
 	}
-	b.tokens = min(float64(l.limit.N), b.tokens+float64(now.Sub(b.last))/float64(perToken))
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
+	c.last = now
+	r := c.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now) // a refused request takes no token
+		return false, d
 	}
-	return false, time.Duration((1 - b.tokens) * float64(perToken))
+	return true, 0
 }

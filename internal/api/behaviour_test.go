@@ -57,9 +57,16 @@ const jwtSecret = "jwt-secret-for-the-tests-0123456789abcdef"
 // bearer is LibreChat's token for user sub: the Authorization header, with
 // no API key.
 func bearer(t *testing.T, sub string) []string {
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "tenant_id": "t1", "aud": "codeapi", "iss": "librechat", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(jwtSecret))
+	return bearerClaims(t, map[string]any{"sub": sub, "tenant_id": "t1"})
+}
+
+// bearerClaims is bearer with claims (sub, tenant_id) of the caller's choice.
+func bearerClaims(t *testing.T, extra map[string]any) []string {
+	c := jwt.MapClaims{"aud": "codeapi", "iss": "librechat", "exp": time.Now().Add(time.Hour).Unix()}
+	for k, v := range extra {
+		c[k] = v
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(jwtSecret))
 	if err != nil {
 		t.Fatal(err)
 	}

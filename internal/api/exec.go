@@ -100,6 +100,11 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-CodeAPI-Execution-Profile", profile)
 
+	r, release, ok := s.admitBeforeBody(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	var req execRequest
 	if !s.decodeJSON(w, r, &req) {
 		return
@@ -170,7 +175,7 @@ func (s *Server) execRequestOf(w http.ResponseWriter, r *http.Request, req execR
 		Stdin:   req.Stdin,
 		Files:   files,
 		Timeout: timeout,
-		Owner:   principalOf(r).Subject,
+		Owner:   principalOf(r).ID,
 	}, true
 }
 

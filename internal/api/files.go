@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/codeexec/codeexec/internal/admission"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
@@ -80,11 +82,11 @@ func (s *Server) handleLanguages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// ownerVisible reports whether the caller may see obj: JWT principals see
-// their own files and unowned ones; shared keys see everything.
+// ownerVisible reports whether the caller may see obj: its owner's own
+// objects only (package owner has the rule for objects stored before
+// owners were recorded).
 func ownerVisible(r *http.Request, obj storage.Object) bool {
-	sub := principalOf(r).Subject
-	return obj.Owner == "" || sub == "" || obj.Owner == sub
+	return owner.Visible(obj.Owner, principalOf(r).ID)
 }
 
 // --- upload ---
@@ -162,14 +164,12 @@ func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Pa
 	if err != nil {
 		return 0, each(filename, storage.Object{}, err)
 	}
-	owner := ""
-	if f.kind == "" || f.kind == "user" {
-		owner = principalOf(r).Subject
-	}
+	// Every upload, whatever its kind (user, agent, skill), belongs to the
+	// principal that sent it.
 	limit := s.Limits.MaxUploadBytes
 	lr := &limitedReader{r: part, left: limit}
 	obj, err := s.Store.Put(r.Context(), storage.Key{Session: session, ID: storage.NewID()}, lr,
-		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: owner, ContentType: partType(part, name)})
+		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: principalOf(r).ID, ContentType: partType(part, name)})
 	if lr.exceeded {
 		return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
 	}
@@ -184,6 +184,10 @@ func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Pa
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
+		}
+		var full *storage.QuotaError
+		if errors.As(err, &full) {
+			return http.StatusInsufficientStorage, full
 		}
 		return http.StatusInternalServerError, fmt.Errorf("storing upload: %w", err)
 	}
@@ -239,22 +243,47 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, files int) {
+// limitBody bounds an upload's body, answering 413 itself (and returning
+// false) when its declared length alone is more than the caller may store.
+func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, files int) bool {
+	if s.Quota != nil {
+		if q := s.Quota.Limits().PerOwner; q > 0 && r.ContentLength > q+1<<20 {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is larger than this caller's storage quota (%d bytes)", r.ContentLength, q))
+			return false
+		}
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadBodyTimeout))
 	// Room for every file at the cap plus multipart overhead.
 	r.Body = http.MaxBytesReader(w, r.Body, int64(files)*s.Limits.MaxUploadBytes+1<<20)
+	return true
+}
+
+// discard deletes what a failed upload request stored: the client was told
+// it failed and holds no id of it, and it must not count against a quota.
+func (s *Server) discard(r *http.Request, keys []storage.Key) {
+	for _, k := range keys {
+		if err := s.Store.Delete(context.WithoutCancel(r.Context()), k); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			s.Log.Warn("discarding a failed upload's file", "err", err)
+		}
+	}
 }
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
-	s.limitBody(w, r, 1)
+	if !s.limitBody(w, r, 1) {
+		return
+	}
 	session := storage.NewID()
 	var files []uploadedFile
+	var stored []storage.Key
 	status, err := s.readUploads(w, r, session, 1, func(name string, obj storage.Object, err error) error {
 		if err != nil {
 			return err
 		}
+		stored = append(stored, obj.Key)
 		files = append(files, uploadedFile{FileID: obj.ID, Filename: name})
 		return nil
 	})
@@ -262,6 +291,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		status, err = http.StatusBadRequest, errors.New("no file in the request (form field \"file\")")
 	}
 	if err != nil {
+		s.discard(r, stored)
 		s.uploadError(w, status, err)
 		return
 	}
@@ -274,9 +304,12 @@ func (s *Server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
-	s.limitBody(w, r, s.Limits.MaxBatchFiles)
+	if !s.limitBody(w, r, s.Limits.MaxBatchFiles) {
+		return
+	}
 	session := storage.NewID()
 	files := []uploadedFile{}
+	var stored []storage.Key
 	ok, failed := 0, 0
 	status, err := s.readUploads(w, r, session, s.Limits.MaxBatchFiles, func(name string, obj storage.Object, err error) error {
 		if err != nil {
@@ -285,10 +318,14 @@ func (s *Server) handleUploadBatch(w http.ResponseWriter, r *http.Request) {
 			return nil
 		}
 		ok++
+		stored = append(stored, obj.Key)
 		files = append(files, uploadedFile{FileID: obj.ID, Filename: name, Status: "success"})
 		return nil
 	})
 	if err != nil {
+		// A quota filled mid-batch fails the whole batch: the client
+		// learns no ids, so nothing it cannot see is left counting.
+		s.discard(r, stored)
 		s.uploadError(w, status, err)
 		return
 	}
@@ -311,6 +348,9 @@ func (s *Server) uploadError(w http.ResponseWriter, status int, err error) {
 		status = http.StatusBadRequest
 	case status == 0:
 		status = http.StatusInternalServerError
+	case errors.Is(err, storage.ErrQuota):
+		s.storageFull(w, err)
+		return
 	}
 	if status >= 500 {
 		s.Log.Error("upload failed", "err", err)
@@ -318,6 +358,11 @@ func (s *Server) uploadError(w http.ResponseWriter, status int, err error) {
 		return
 	}
 	writeError(w, status, err.Error())
+}
+
+// storageFull answers 507 for a write a storage quota refused.
+func (s *Server) storageFull(w http.ResponseWriter, err error) {
+	writeError(w, http.StatusInsufficientStorage, strings.ToUpper(err.Error()[:1])+err.Error()[1:])
 }
 
 // --- download, list, info, delete ---

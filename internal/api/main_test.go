@@ -151,6 +151,7 @@ type env struct {
 	t       testing.TB
 	srv     *httptest.Server
 	store   storage.Store
+	quota   *storage.Quota
 	box     sandbox.Sandbox
 	storDir string
 	runDir  string
@@ -232,10 +233,12 @@ func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng := engine.New(store, box, limits, log)
-	progs := ptc.New(eng, store, ptc.Config{PauseTimeout: 3 * time.Second, Log: log})
-	h := NewServer(Deps{Engine: eng, Store: store, Box: box, Auth: authn, Log: log, Limits: Limits{MaxUploadBytes: 4 << 20}, PTC: progs})
-	e := &env{t: t, srv: httptest.NewServer(h), store: store, box: box, storDir: storDir, runDir: runDir}
+	// Without limits until a test sets them: every write is counted.
+	quota := storage.NewQuota(store, storage.QuotaConfig{})
+	eng := engine.New(quota, box, limits, log)
+	progs := ptc.New(eng, quota, ptc.Config{PauseTimeout: 3 * time.Second, Log: log})
+	h := NewServer(Deps{Engine: eng, Store: quota, Box: box, Auth: authn, Log: log, Limits: Limits{MaxUploadBytes: 4 << 20}, PTC: progs, Quota: quota})
+	e := &env{t: t, srv: httptest.NewServer(h), store: store, quota: quota, box: box, storDir: storDir, runDir: runDir}
 	t.Cleanup(func() {
 		e.srv.Close()
 		progs.Close()

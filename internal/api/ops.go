@@ -1,12 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -22,23 +22,20 @@ import (
 	"github.com/codeexec/codeexec/internal/tracing"
 )
 
-// callerKey identifies the caller for rate limits: the JWT subject, else
-// the API key (hashed), else the client address.
+// callerKey identifies the caller for rate limits and per-caller bounds:
+// the authenticated principal (never the raw credential bytes, which a
+// caller can respell at will), and for anonymous callers also the client
+// address.
 func callerKey(r *http.Request) string {
-	if sub := principalOf(r).Subject; sub != "" {
-		return "sub:" + sub
-	}
-	for _, h := range []string{r.Header.Get("X-API-Key"), r.Header.Get("Authorization")} {
-		if h != "" {
-			sum := sha256.Sum256([]byte(h))
-			return "key:" + hex.EncodeToString(sum[:8])
-		}
+	p := principalOf(r)
+	if p.Method != "none" {
+		return p.ID
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	return "ip:" + host
+	return p.ID + "@" + host
 }
 
 // tooMany answers 429 in the shape LibreChat's client parses.
@@ -68,6 +65,9 @@ func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, l *admissio
 // admit waits for an execution slot. It answers 429 itself when the queue is
 // full and returns ok=false; the caller must call release when done.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	if r.Context().Value(admittedKey) != nil {
+		return func() {}, true // admitted before its body was read
+	}
 	if s.rateLimited(w, r, s.Rates.Exec, "execution") {
 		return nil, false
 	}
@@ -89,6 +89,45 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), 
 		return nil, false
 	}
 	return release, true
+}
+
+const admittedKey ctxKey = 101
+
+// preAdmitBytes is how much of a body is read before the request is
+// admitted: all of an ordinary request, so that the server watches its
+// connection and a client that gives up leaves the queue at once.
+const preAdmitBytes = 64 << 10
+
+// admitBeforeBody takes the request's execution slot having read at most
+// preAdmitBytes of its body: a queued request holds that and the kernel's
+// socket buffers, not a decoded body of up to MaxJSONBytes (64 queued
+// 50 MiB bodies were ~3 GiB of heap). The returned request carries the
+// admission, so the execution does not queue again; release must be called
+// when done.
+func (s *Server) admitBeforeBody(w http.ResponseWriter, r *http.Request) (*http.Request, func(), bool) {
+	if r.ContentLength > s.Limits.MaxJSONBytes {
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.Limits.MaxJSONBytes))
+		return r, nil, false
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout))
+	head := make([]byte, preAdmitBytes)
+	n, err := io.ReadFull(r.Body, head)
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+		return r, nil, false
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head[:n]), r.Body), r.Body}
+	release, ok := s.admit(w, r)
+	if !ok {
+		return r, nil, false
+	}
+	return r.WithContext(context.WithValue(r.Context(), admittedKey, true)), release, true
 }
 
 // execute runs an engine request under admission control and records it.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -75,6 +76,11 @@ type Deps struct {
 	Console *console.Console
 	// PTC serves programmatic tool calling; nil refuses it with 409.
 	PTC *ptc.Manager
+	// Quota is the storage quota Store goes through, if any: an upload
+	// larger than a caller's whole quota is refused (413) before it is read.
+	Quota *storage.Quota
+	// MaxInFlight bounds each caller's requests in progress (0: no bound).
+	MaxInFlight int
 }
 
 // Rates are the per-caller rate limits.
@@ -89,6 +95,9 @@ type Server struct {
 	handler  http.Handler
 	patterns []string // every registered route, for the OpenAPI check
 	draining atomic.Bool
+
+	inFlightMu sync.Mutex
+	inFlight   map[string]int // caller -> requests in progress
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -119,7 +128,7 @@ func NewServer(d Deps) *Server {
 	if d.MemoryWait == 0 {
 		d.MemoryWait = 60 * time.Second
 	}
-	s := &Server{Deps: d, mux: http.NewServeMux()}
+	s := &Server{Deps: d, mux: http.NewServeMux(), inFlight: map[string]int{}}
 	s.routes()
 	s.handler = s.recoverer(s.normalize(s.mux))
 	return s
@@ -170,8 +179,38 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+		r = r.WithContext(context.WithValue(r.Context(), principalKey, p))
+		done, ok := s.enter(r)
+		if !ok {
+			s.tooMany(w, "caller_concurrency", fmt.Sprintf("Too many requests in progress for this caller (at most %d)", s.MaxInFlight), time.Second)
+			return
+		}
+		defer done()
+		h(w, r)
 	})
+}
+
+// enter counts a request of its caller in progress, unless the caller has
+// MaxInFlight already: one caller cannot hold every connection, queue place
+// and upload stream of the server.
+func (s *Server) enter(r *http.Request) (done func(), ok bool) {
+	if s.MaxInFlight <= 0 {
+		return func() {}, true
+	}
+	key := callerKey(r)
+	s.inFlightMu.Lock()
+	defer s.inFlightMu.Unlock()
+	if s.inFlight[key] >= s.MaxInFlight {
+		return nil, false
+	}
+	s.inFlight[key]++
+	return func() {
+		s.inFlightMu.Lock()
+		defer s.inFlightMu.Unlock()
+		if s.inFlight[key]--; s.inFlight[key] == 0 {
+			delete(s.inFlight, key)
+		}
+	}, true
 }
 
 // normalize serves every route at / and under /v1, collapses duplicate
@@ -267,12 +306,21 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // decodeJSON reads a bounded JSON body into v, ignoring unknown fields.
+// The body must arrive within jsonBodyTimeout of being asked for: a caller
+// that trickles it cannot hold an execution slot for long.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout))
+	defer rc.SetReadDeadline(time.Time{}) // executions may outlast it
 	r.Body = http.MaxBytesReader(w, r.Body, s.Limits.MaxJSONBytes)
 	dec := json.NewDecoder(r.Body)
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
+		var netErr net.Error
 		switch {
+		case errors.As(err, &netErr) && netErr.Timeout():
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestTimeout, fmt.Sprintf("request body not received within %s", jsonBodyTimeout))
 		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
 		default:
@@ -282,6 +330,14 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool 
 	}
 	return true
 }
+
+// Read deadlines of bodies (the server itself only bounds headers: an
+// execution's answer can take minutes, and a deadline left on the
+// connection would cancel it).
+const (
+	jsonBodyTimeout   = 2 * time.Minute
+	uploadBodyTimeout = 30 * time.Minute // 150 MB at ~85 kB/s
+)
 
 // engineError maps an engine error to an HTTP answer.
 func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) {
@@ -296,6 +352,8 @@ func (s *Server) engineError(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.Is(err, admission.ErrTooLarge):
 		writeError(w, http.StatusServiceUnavailable, "Service misconfigured: "+err.Error())
+	case errors.Is(err, storage.ErrQuota):
+		s.storageFull(w, err)
 	case errors.Is(err, engine.ErrUnauthorized):
 		writeError(w, http.StatusForbidden, "Unauthorized file reference")
 	case errors.Is(err, engine.ErrInvalid), errors.Is(err, engine.ErrUnavailable):

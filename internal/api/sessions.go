@@ -11,6 +11,7 @@ import (
 
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/storage"
 )
@@ -63,7 +64,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "stateful sessions run py (and bash) on a server with the stateful runtime")
 		return
 	}
-	rec := storage.SessionRecord{ID: storage.NewID(), Language: l.ID, Created: time.Now().UTC(), Owner: principalOf(r).Subject, Stateful: req.Stateful}
+	rec := storage.SessionRecord{ID: storage.NewID(), Language: l.ID, Created: time.Now().UTC(), Owner: principalOf(r).ID, Stateful: req.Stateful}
 	if err := s.Store.PutSession(r.Context(), rec); err != nil {
 		s.storageError(w, err)
 		return
@@ -89,7 +90,7 @@ func (s *Server) languageOf(w http.ResponseWriter, id string) (*lang.Language, b
 // or belongs to another principal.
 func (s *Server) session(w http.ResponseWriter, r *http.Request) (storage.SessionRecord, time.Time, bool) {
 	rec, used, err := s.Store.GetSession(r.Context(), r.PathValue("session_id"))
-	if err == nil && rec.Owner != "" && principalOf(r).Subject != "" && rec.Owner != principalOf(r).Subject {
+	if err == nil && !owner.Visible(rec.Owner, principalOf(r).ID) {
 		err = storage.ErrNotFound
 	}
 	if errors.Is(err, storage.ErrNotFound) {
@@ -161,6 +162,11 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	r, release, ok := s.admitBeforeBody(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	var req struct {
 		Code     *string         `json:"code"`
 		Stdin    string          `json:"stdin"`
@@ -207,7 +213,7 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	}
 	ereq := engine.Request{
 		Lang: l, Code: *req.Code, Args: args, Stdin: req.Stdin, Files: files, Timeout: timeout,
-		Session: rec.ID, Owner: principalOf(r).Subject, Persist: true,
+		Session: rec.ID, Owner: principalOf(r).ID, Persist: true,
 	}
 	var out execResponse
 	if rec.Stateful && s.Runtime != nil {
@@ -261,7 +267,9 @@ func (s *Server) handleSessionUpload(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Upload, "upload") {
 		return
 	}
-	s.limitBody(w, r, s.Limits.MaxBatchFiles)
+	if !s.limitBody(w, r, s.Limits.MaxBatchFiles) {
+		return
+	}
 	unlock := s.lockSession(rec.ID)
 	defer unlock()
 	existing, err := s.Store.List(r.Context(), rec.ID)

@@ -19,14 +19,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/golang-jwt/jwt/v5"
 )
 
 // Principal is an authenticated caller.
 type Principal struct {
-	// Subject scopes the caller's files: "<tenant>:<sub>" for a JWT, ""
-	// for a shared API key or anonymous access (which see every file).
-	Subject string
+	// ID is the caller's owner string (package owner): the JWT subject
+	// within its tenant, the API key that matched (a digest, so two
+	// spellings of one key are one caller), or anonymous. Never empty.
+	ID string
 	// Method is how the caller authenticated: "api-key", "jwt" or "none".
 	Method string
 }
@@ -129,8 +131,8 @@ func (a *Authenticator) JWT() bool { return a.parser != nil }
 // Authenticate identifies the caller of r.
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	if k := r.Header.Get("X-API-Key"); k != "" {
-		if a.keyOK(k) {
-			return Principal{Method: "api-key"}, nil
+		if i := a.keyIndex(k); i >= 0 {
+			return a.keyPrincipal(i), nil
 		}
 		if !a.none {
 			return Principal{}, ErrUnauthenticated
@@ -141,20 +143,30 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 		cred = strings.TrimSpace(cred)
 		switch strings.ToLower(scheme) {
 		case "bearer":
-			if a.keyOK(cred) {
-				return Principal{Method: "api-key"}, nil
+			if i := a.keyIndex(cred); i >= 0 {
+				return a.keyPrincipal(i), nil
 			}
 			p, err := a.parseJWT(cred)
 			if err == nil {
 				return p, nil
 			}
-			if _, isJWT := err.(*TokenError); isJWT && !a.none {
+			// A JWT this server verifies and rejects is refused even when
+			// anonymous access is on: falling back to anonymous would let a
+			// forged or expired token act as a different principal. With no
+			// JWT key configured, tokens are not verified (nor trusted) and
+			// the caller is anonymous.
+			if _, isJWT := err.(*TokenError); isJWT && (!a.none || a.parser != nil) {
 				return Principal{}, err
 			}
 		case "basic":
 			// A base URL of https://KEY@host sends KEY as the user name.
-			if user, pass, ok := r.BasicAuth(); ok && (a.keyOK(user) || a.keyOK(pass)) {
-				return Principal{Method: "api-key"}, nil
+			if user, pass, ok := r.BasicAuth(); ok {
+				if i := a.keyIndex(user); i >= 0 {
+					return a.keyPrincipal(i), nil
+				}
+				if i := a.keyIndex(pass); i >= 0 {
+					return a.keyPrincipal(i), nil
+				}
 			}
 		}
 		if !a.none {
@@ -162,21 +174,33 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 		}
 	}
 	if a.none {
-		return Principal{Method: "none"}, nil
+		return Principal{ID: owner.Anonymous, Method: "none"}, nil
 	}
 	return Principal{}, ErrUnauthenticated
 }
 
-func (a *Authenticator) keyOK(k string) bool {
+// keyIndex returns which configured key k is, or -1. Every key is
+// compared, in constant time, whichever matches.
+func (a *Authenticator) keyIndex(k string) int {
 	if k == "" {
-		return false
+		return -1
 	}
 	sum := sha256.Sum256([]byte(k))
-	ok := 0
+	found := -1
 	for i := range a.keys {
-		ok |= subtle.ConstantTimeCompare(sum[:], a.keys[i][:])
+		if subtle.ConstantTimeCompare(sum[:], a.keys[i][:]) == 1 {
+			found = i
+		}
 	}
-	return ok == 1
+	return found
+}
+
+// keyPrincipal is the caller holding key i: named by a digest of the key's
+// digest, so that neither the key nor its plain SHA-256 appears in storage
+// metadata or logs.
+func (a *Authenticator) keyPrincipal(i int) Principal {
+	d := sha256.Sum256(append([]byte("codeexec-owner\x00"), a.keys[i][:]...))
+	return Principal{ID: owner.Key(d[:12]), Method: "api-key"}
 }
 
 // claims are the parts of LibreChat's token codeexec uses.
@@ -199,14 +223,11 @@ func (a *Authenticator) parseJWT(tok string) (Principal, error) {
 	if c.Subject == "" {
 		return Principal{}, &TokenError{"the token has no sub claim (the user id)"}
 	}
-	if c.Subject == "" {
-		return Principal{}, ErrUnauthenticated
-	}
 	tenant := c.TenantID
 	if tenant == "" {
 		tenant = "legacy"
 	}
-	return Principal{Subject: tenant + ":" + c.Subject, Method: "jwt"}, nil
+	return Principal{ID: owner.JWT(tenant, c.Subject), Method: "jwt"}, nil
 }
 
 // tokenProblem words a verification error.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -24,8 +25,8 @@ func check(t *testing.T, a *Authenticator, wantOK bool, wantSubject string, head
 	if (err == nil) != wantOK {
 		t.Fatalf("headers %v: err=%v, want ok=%v", headers, err, wantOK)
 	}
-	if err == nil && p.Subject != wantSubject {
-		t.Fatalf("headers %v: subject %q, want %q", headers, p.Subject, wantSubject)
+	if err == nil && wantSubject != "" && p.ID != wantSubject {
+		t.Fatalf("headers %v: principal %q, want %q", headers, p.ID, wantSubject)
 	}
 }
 
@@ -52,7 +53,7 @@ func TestAPIKeys(t *testing.T) {
 
 func TestNone(t *testing.T) {
 	a, _ := New(Config{None: true})
-	check(t, a, true, "")
+	check(t, a, true, owner.Anonymous)
 	// Legacy LibreChat still sends its old key; with auth off it is ignored.
 	check(t, a, true, "", "X-API-Key", "whatever")
 	check(t, a, true, "", "Authorization", "Bearer not-a-jwt")
@@ -98,7 +99,7 @@ func TestJWTEdDSA(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(nil))
-	check(t, a, true, "legacy:65f0aa0000000000000000a1", "Authorization", "Bearer "+ok)
+	check(t, a, true, owner.JWT("legacy", "65f0aa0000000000000000a1"), "Authorization", "Bearer "+ok)
 	check(t, a, true, "", "X-API-Key", "k") // keys still work beside JWTs
 
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
@@ -147,12 +148,56 @@ func TestJWTRS256AndHS256(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, a, true, "t1:u", "Authorization", "Bearer "+mint(t, jwt.SigningMethodRS256, rk, libreChatClaims(func(c jwt.MapClaims) {
+	check(t, a, true, owner.JWT("t1", "u"), "Authorization", "Bearer "+mint(t, jwt.SigningMethodRS256, rk, libreChatClaims(func(c jwt.MapClaims) {
 		c["tenant_id"], c["sub"] = "t1", "u"
 	})))
 
 	h, _ := New(Config{JWTSecret: "s3cret", Audience: "codeapi", Issuer: "librechat"})
-	check(t, h, true, "legacy:65f0aa0000000000000000a1", "Authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, []byte("s3cret"), libreChatClaims(nil)))
+	check(t, h, true, owner.JWT("legacy", "65f0aa0000000000000000a1"), "Authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, []byte("s3cret"), libreChatClaims(nil)))
 	check(t, h, false, "", "Authorization", "Bearer "+mint(t, jwt.SigningMethodHS256, []byte("other"), libreChatClaims(nil)))
 	check(t, h, false, "")
+}
+
+// Every spelling of one key is one principal (rate limits and quotas are
+// keyed by it): the header that carried it, or Basic's user and password
+// fields, change nothing; another key is another principal.
+func TestKeyPrincipal(t *testing.T) {
+	a, _ := New(Config{Keys: []string{"k1", "k2"}})
+	id := func(h ...string) string {
+		r := httptest.NewRequest("POST", "/exec", nil)
+		for i := 0; i+1 < len(h); i += 2 {
+			r.Header.Set(h[i], h[i+1])
+		}
+		p, err := a.Authenticate(r)
+		if err != nil {
+			t.Fatalf("%v: %v", h, err)
+		}
+		return p.ID
+	}
+	k1 := id("X-API-Key", "k1")
+	for _, h := range [][]string{{"Authorization", "Bearer k1"}, {"Authorization", "Basic azE6MQ=="}, // k1:1
+		{"Authorization", "Basic azE6Mg=="}, {"Authorization", "Basic eDprMQ=="}} { // k1:2, x:k1
+		if got := id(h...); got != k1 {
+			t.Fatalf("%v: principal %q, want %q", h, got, k1)
+		}
+	}
+	if k2 := id("X-API-Key", "k2"); k2 == k1 || owner.Class(k2) != "key" {
+		t.Fatalf("k2's principal %q (k1's %q)", k2, k1)
+	}
+}
+
+// Under CODEEXEC_AUTH=none a JWT the server verifies and rejects is 401, not
+// anonymous access.
+func TestNoneRejectsInvalidJWT(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	a, err := New(Config{None: true, JWTPublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), Audience: "codeapi", Issuer: "librechat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	check(t, a, false, "", "Authorization", "Bearer "+mint(t, jwt.SigningMethodEdDSA, other, libreChatClaims(nil)))
+	check(t, a, false, "", "Authorization", "Bearer "+mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })))
+	check(t, a, true, owner.JWT("legacy", "65f0aa0000000000000000a1"), "Authorization", "Bearer "+mint(t, jwt.SigningMethodEdDSA, priv, libreChatClaims(nil)))
+	check(t, a, true, owner.Anonymous)
 }

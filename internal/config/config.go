@@ -69,6 +69,12 @@ type Config struct {
 	S3Region       string
 	GCSBucket      string
 	SessionTTL     time.Duration
+	// Storage quotas (bytes; 0: none) and the local disk's free-space floor.
+	QuotaPerCallerBytes int64
+	QuotaTotalBytes     int64
+	StorageMinFreeBytes int64
+	// MaxRequestsPerCaller bounds one principal's requests in progress.
+	MaxRequestsPerCaller int
 
 	// Sandbox.
 	Sandbox       string // native or gvisor
@@ -159,6 +165,10 @@ var settings = []setting{
 	{name: "CODEEXEC_S3_REGION", def: "us-east-1", help: "region of the s3 backend"},
 	{name: "CODEEXEC_GCS_BUCKET", def: "", help: "bucket of the gcs backend (Application Default Credentials)"},
 	{name: "CODEEXEC_SESSION_TTL", def: "24h", help: "how long unused session files are kept"},
+	{name: "CODEEXEC_QUOTA_PER_CALLER_MB", def: "5120", help: "storage one caller (a JWT subject, an API key, or all anonymous callers together) may fill with uploads and outputs until its files expire; beyond it uploads answer 507 and outputs are reported in artifact_truncation (reason quota); 0: no limit"},
+	{name: "CODEEXEC_QUOTA_TOTAL_MB", def: "0", help: "storage all callers together may fill; 0: no limit (the local backend still keeps CODEEXEC_STORAGE_MIN_FREE_MB free)"},
+	{name: "CODEEXEC_STORAGE_MIN_FREE_MB", def: "1024", help: "local backend: writes that would leave less free space on CODEEXEC_STORAGE_DIR's file system are refused (507); 0: no floor"},
+	{name: "CODEEXEC_MAX_REQUESTS_PER_CALLER", def: "64", help: "requests one caller may have in progress at once (queued ones included); more get 429"},
 	{name: "CODEEXEC_SANDBOX_ALLOW_DEGRADED", def: "false", help: "start even without usable cgroups (limits fall back to rlimits; /health says degraded)"},
 	{name: "CODEEXEC_SANDBOX", def: "native", help: "sandbox backend: native (Linux namespaces) or gvisor (runsc, a user-space kernel)"},
 	{name: "CODEEXEC_POOL_PYTHON", def: "", help: "warm sandboxes: Python with numpy, pandas and matplotlib imported, ~150 MB each, which also run every other single-step run (default: CODEEXEC_MAX_CONCURRENCY; the pool is shrunk at start, with a log line, to fit the memory budget; 0 disables)"},
@@ -264,6 +274,12 @@ func Load(getenv func(string) string) (*Config, error) {
 		small("CODEEXEC_POOL_PYTHON", &c.PoolPython, 0)
 	}
 	num("CODEEXEC_COMPILE_CACHE_MB", &c.CompileCacheMB, 0)
+	for name, dst := range map[string]*int64{"CODEEXEC_QUOTA_PER_CALLER_MB": &c.QuotaPerCallerBytes,
+		"CODEEXEC_QUOTA_TOTAL_MB": &c.QuotaTotalBytes, "CODEEXEC_STORAGE_MIN_FREE_MB": &c.StorageMinFreeBytes} {
+		num(name, dst, 0)
+		*dst <<= 20
+	}
+	small("CODEEXEC_MAX_REQUESTS_PER_CALLER", &c.MaxRequestsPerCaller, 1)
 	small("CODEEXEC_MAX_QUEUE", &c.MaxQueue, 0)
 	var secs int
 	small("CODEEXEC_QUEUE_TIMEOUT_SECONDS", &secs, 1)

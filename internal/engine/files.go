@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
@@ -96,7 +97,7 @@ func (e *Engine) resolve(ctx context.Context, req Request) ([]*input, error) {
 			return nil, fmt.Errorf("%w: file %q: session and id must be 1-64 characters of [A-Za-z0-9_-]", ErrInvalid, truncate(name, 80))
 		}
 		obj, err := e.store.Stat(ctx, storage.Key{Session: f.Session, ID: f.ID})
-		if errors.Is(err, storage.ErrNotFound) || err == nil && obj.Owner != "" && req.Owner != "" && obj.Owner != req.Owner {
+		if errors.Is(err, storage.ErrNotFound) || err == nil && !owner.Visible(obj.Owner, req.Owner) {
 			return nil, fmt.Errorf("%w: %s/%s", ErrUnauthorized, f.Session, f.ID)
 		}
 		if err != nil {
@@ -282,6 +283,12 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 			}
 			if errors.Is(err, errOverBudget) {
 				skip("total_size", f.name)
+				continue
+			}
+			if errors.Is(err, storage.ErrQuota) {
+				// The caller's (or the server's) storage is full: the
+				// run's answer says which files were not kept.
+				skip("quota", f.name)
 				continue
 			}
 			return err

@@ -23,6 +23,9 @@ type Metrics struct {
 	SandboxFailures prometheus.Counter
 	BytesStored     prometheus.Counter
 	StorageErrors   prometheus.Counter
+	// StorageRefused counts writes refused by a quota, by reason: owner,
+	// total, disk (never by principal: the label set stays bounded).
+	StorageRefused *prometheus.CounterVec
 }
 
 // New creates and registers the collectors. running and queued report the
@@ -54,7 +57,11 @@ func New(running, queued, live func() float64) *Metrics {
 		StorageErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "codeexec_storage_errors_total", Help: "Storage operations that failed.",
 		}),
+		StorageRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "codeexec_storage_refused_total", Help: "Writes refused by a storage quota or the disk's free-space floor, by reason (owner, total, disk).",
+		}, []string{"reason"}),
 	}
+	r.MustRegister(m.StorageRefused)
 	r.MustRegister(m.Requests, m.Executions, m.QueueWait, m.Rejected, m.SandboxFailures, m.BytesStored, m.StorageErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "codeexec_executions_running", Help: "Executions running now."}, running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "codeexec_queue_depth", Help: "Executions waiting for a slot."}, queued),

@@ -12,6 +12,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"gocloud.dev/blob"
@@ -23,6 +24,10 @@ import (
 // "<session>/<id>"; the file's name and flags travel as object metadata.
 type Blob struct {
 	b *blob.Bucket
+	// dir and minFree: the local backend refuses writes that would leave
+	// less than minFree bytes free on dir's file system.
+	dir     string
+	minFree int64
 }
 
 // NewBlob wraps an open bucket; Close closes it.
@@ -31,7 +36,12 @@ func NewBlob(b *blob.Bucket) *Blob { return &Blob{b: b} }
 // OpenLocal opens the local-disk backend rooted at dir. Writes go to a
 // temporary file next to the target and are renamed into place, so a crash
 // never leaves a half-written file visible.
-func OpenLocal(dir string) (*Blob, error) {
+func OpenLocal(dir string) (*Blob, error) { return OpenLocalWith(dir, 0) }
+
+// OpenLocalWith is OpenLocal keeping at least minFree bytes free on dir's
+// file system: a write that would go below is refused with a *QuotaError
+// (reason "disk"), and what it wrote is discarded.
+func OpenLocalWith(dir string, minFree int64) (*Blob, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("storage dir: %w", err)
 	}
@@ -39,7 +49,9 @@ func OpenLocal(dir string) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage dir: %w", err)
 	}
-	return NewBlob(b), nil
+	s := NewBlob(b)
+	s.dir, s.minFree = dir, minFree
+	return s, nil
 }
 
 const (
@@ -83,6 +95,9 @@ func (s *Blob) Put(ctx context.Context, key Key, r io.Reader, meta Meta) (Object
 	// is discarded, never published.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if s.minFree > 0 {
+		r = &floorReader{r: r, dir: s.dir, floor: s.minFree}
+	}
 	w, err := s.b.NewWriter(wctx, objectKey(key), &blob.WriterOptions{ContentType: meta.ContentType, Metadata: md, BufferSize: uploadPartSize, MaxConcurrency: uploadConcurrency})
 	if err != nil {
 		return Object{}, err
@@ -283,3 +298,71 @@ func (s *Blob) DeleteSession(ctx context.Context, id string) error {
 }
 
 func (s *Blob) Close() error { return s.b.Close() }
+
+// Walk calls fn with every file of every session (session records
+// excluded).
+func (s *Blob) Walk(ctx context.Context, fn func(Object) error) error {
+	it := s.b.List(nil)
+	for {
+		lo, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sid, id, _ := strings.Cut(lo.Key, "/")
+		if lo.IsDir || !ValidID(sid) || !ValidID(id) {
+			continue
+		}
+		o, err := s.Stat(ctx, Key{sid, id})
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
+}
+
+// floorReader fails a write once the disk's free space, less what is read
+// but not yet checked, would fall below floor. It asks the file system
+// before the first byte and then every floorCheck bytes.
+type floorReader struct {
+	r       io.Reader
+	dir     string
+	floor   int64
+	unknown int64 // bytes read since the last check
+	checked bool
+}
+
+const floorCheck = 4 << 20
+
+func (f *floorReader) Read(p []byte) (int, error) {
+	if !f.checked || f.unknown >= floorCheck {
+		if err := f.check(); err != nil {
+			return 0, err
+		}
+		f.checked, f.unknown = true, 0
+	}
+	if len(p) > floorCheck {
+		p = p[:floorCheck]
+	}
+	n, err := f.r.Read(p)
+	f.unknown += int64(n)
+	return n, err
+}
+
+func (f *floorReader) check() error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(f.dir, &st); err != nil {
+		return fmt.Errorf("storage dir: %w", err)
+	}
+	if int64(st.Bavail)*int64(st.Bsize)-floorCheck < f.floor {
+		return &QuotaError{Reason: "disk", Limit: f.floor}
+	}
+	return nil
+}

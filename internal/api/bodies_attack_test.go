@@ -1,0 +1,108 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/codeexec/codeexec/internal/admission"
+	"github.com/codeexec/codeexec/internal/auth"
+	"github.com/codeexec/codeexec/internal/engine"
+)
+
+// countingReader counts what the client has handed to the connection.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestAttackBodiesBeforeAdmission: while every execution slot is taken, a
+// queued /exec's large body is not read (the client's writes stall in the
+// socket buffers), and runs whole once admitted; a body declared larger
+// than the JSON limit is 413 at once, unread; one caller cannot have more
+// than MaxInFlight requests in progress (429), while another still can.
+// Fails with the body decoded before admission (the queued body is read
+// whole) or without the per-caller bound.
+func TestAttackBodiesBeforeAdmission(t *testing.T) {
+	if !onBackends(t, cold) { // HTTP and admission: the backend plays no part
+		return
+	}
+	e := newEnv(t, func(_ *engine.Limits, a *auth.Config) { a.Keys = append(a.Keys, otherKey) })
+	srv := e.server()
+	adm := admission.New(1, 8, time.Minute)
+	srv.Admission = adm
+	srv.Limits.MaxJSONBytes = 1 << 20
+	srv.MaxInFlight = 1
+
+	// The test holds the only slot itself.
+	release, _, err := adm.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	// Declared over the JSON limit: 413 at once, though no slot is free.
+	big := decode[map[string]string](t, e.do("POST", "/exec", bytes.NewReader(make([]byte, 2<<20)), "Content-Type", "application/json"), http.StatusRequestEntityTooLarge)
+	if big["error"] != "request body larger than 1048576 bytes" {
+		t.Fatalf("body over the limit: %v", big)
+	}
+	srv.Limits.MaxJSONBytes = 128 << 20
+
+	// A 48 MiB body, queued (padding in a field the server ignores).
+	const size = 48 << 20
+	prefix := `{"lang":"bash","code":"echo ran","padding":"`
+	body := &countingReader{r: io.MultiReader(strings.NewReader(prefix), strings.NewReader(strings.Repeat("x", size)), strings.NewReader(`"}`))}
+	queued := make(chan execResult, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/exec", body)
+		req.ContentLength = int64(len(prefix) + size + 2)
+		req.Header.Set("X-API-Key", testKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			queued <- execResult{}
+			return
+		}
+		queued <- decode[execResult](t, resp, 200)
+	}()
+	until(t, 20*time.Second, "the large request never queued", func() bool { return adm.Stats().Queued == 1 })
+
+	// The same caller's second request in progress is refused; another
+	// caller's is not (it gets its place in the queue).
+	got := decode[map[string]any](t, e.post("/exec", map[string]any{"lang": "bash", "code": "echo third"}), http.StatusTooManyRequests)
+	if !strings.HasPrefix(got["message"].(string), "Too many requests in progress for this caller (at most 1)") {
+		t.Fatalf("second request of one caller: %v", got)
+	}
+	other := make(chan execResult, 1)
+	go func() {
+		other <- decode[execResult](t, e.postIn(t, "/exec", map[string]any{"lang": "bash", "code": "echo other"}, "X-API-Key", otherKey), 200)
+	}()
+	until(t, 20*time.Second, "another caller's request never queued", func() bool { return adm.Stats().Queued == 2 })
+
+	// Socket buffers take a few MiB of the queued body; a server decoding
+	// before admission takes all 48.
+	n := body.n.Load()
+	t.Logf("the client sent %d bytes of the queued body", n)
+	if n >= 24<<20 {
+		t.Fatalf("the queued request's body was read while it waited: %d bytes", n)
+	}
+	release()
+	if r := <-queued; r.Stdout != "ran\n" {
+		t.Fatalf("the queued request, once admitted: %+v", r)
+	}
+	if r := <-other; r.Stdout != "other\n" {
+		t.Fatalf("the other caller's request: %+v", r)
+	}
+}

@@ -1,0 +1,33 @@
+package owner
+
+import "testing"
+
+func TestVisible(t *testing.T) {
+	alice, bob := JWT("t", "alice"), JWT("t", "bob")
+	k1, k2 := Key([]byte{1}), Key([]byte{2})
+	// The old encoding's collision: tenant "a:b" + sub "c" and tenant "a" +
+	// sub "b:c" were both "a:b:c"; now they differ.
+	if JWT("a:b", "c") == JWT("a", "b:c") {
+		t.Fatal("ambiguous encoding")
+	}
+	cases := []struct {
+		obj, caller string
+		want        bool
+	}{
+		{alice, alice, true}, {alice, bob, false}, {alice, k1, false}, {alice, Anonymous, false},
+		{k1, k1, true}, {k1, k2, false}, {k1, alice, false}, {k1, Anonymous, false},
+		{Anonymous, Anonymous, true}, {Anonymous, k1, false}, {Anonymous, alice, false},
+		// Legacy unowned objects: the credential classes that stored them.
+		{"", k1, true}, {"", Anonymous, true}, {"", alice, false},
+		// Legacy JWT owners: that subject only, and only when unambiguous.
+		{"t:alice", alice, true}, {"t:alice", bob, false}, {"t:alice", k1, false},
+		{"a:b:c", JWT("a:b", "c"), false}, {"a:b:c", JWT("a", "b:c"), false},
+		// The server's own work.
+		{alice, "", true},
+	}
+	for _, c := range cases {
+		if got := Visible(c.obj, c.caller); got != c.want {
+			t.Errorf("Visible(%q, %q) = %v, want %v", c.obj, c.caller, got, c.want)
+		}
+	}
+}
