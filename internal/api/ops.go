@@ -171,7 +171,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, req engine.Requ
 // the JWT subject; or the API key with the LibreChat user it acts for (one
 // LibreChat server holds one key for all its users).
 func liveCaller(r *http.Request, userID string) string {
-	if principalOf(r).Subject != "" {
+	if principalOf(r).Method == "jwt" {
 		return callerKey(r)
 	}
 	return callerKey(r) + "\x00" + userID
