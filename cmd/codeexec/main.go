@@ -27,6 +27,7 @@ import (
 	"github.com/codeexec/codeexec/internal/config"
 	"github.com/codeexec/codeexec/internal/console"
 	"github.com/codeexec/codeexec/internal/doctor"
+	"github.com/codeexec/codeexec/internal/egress"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/metrics"
@@ -163,11 +164,21 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		lc.Warm = warmConfig(cfg, lc.Slots)
 		lc.Warm.Python = fitWarmPool(budget, cfg, lc.Warm.Python, log)
 	}
+	if !cfg.DisableNetwork && cfg.Sandbox == "gvisor" {
+		return sandbox.ErrGVisorNetwork
+	}
 	box, err := newSandbox(cfg.Sandbox, lc)
 	if err != nil {
 		return fmt.Errorf("sandbox: %w (run `codeexec doctor` to see what this host lacks)", err)
 	}
 	defer box.Close()
+	if !cfg.DisableNetwork {
+		svc, err := newEgress(cfg, mets, log)
+		if err != nil {
+			return err
+		}
+		box = egress.Wrap(box, svc)
+	}
 
 	eng := engine.New(mets.Store(store), box, engine.Limits{
 		WallTime:       time.Duration(cfg.MaxExecutionSeconds) * time.Second,
@@ -373,4 +384,29 @@ func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 		// cgroup, /tmp sized for the disk limit) and need no change per run.
 		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids, DiskBytes: cfg.MaxDiskMB << 20},
 	}
+}
+
+// newEgress is the deployment's egress policy and per-run network service.
+func newEgress(cfg *config.Config, mets *metrics.Metrics, log *slog.Logger) (*egress.Service, error) {
+	pol, err := egress.ParsePolicy(cfg.NetworkMode, cfg.NetworkAllow)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
+	}
+	var res *net.Resolver
+	if cfg.NetworkDNS != "" {
+		addr := cfg.NetworkDNS
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "53")
+		}
+		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}
+	}
+	log.Info("network on: each run gets its own network under the egress policy", "mode", pol.Mode, "allow", cfg.NetworkAllow,
+		"max_connections", cfg.NetworkMaxConns, "kbps", cfg.NetworkKBps)
+	return egress.New(egress.Config{
+		Policy: pol, MaxConns: cfg.NetworkMaxConns, BytesPerSec: cfg.NetworkKBps << 10, Resolver: res,
+		Denied: func(reason string) { mets.NetworkDenied.WithLabelValues(reason).Inc() }, Log: log,
+	}), nil
 }

@@ -28,6 +28,10 @@ type Principal struct {
 	Subject string
 	// Method is how the caller authenticated: "api-key", "jwt" or "none".
 	Method string
+	// Network is the caller's own egress policy, from a JWT's
+	// codeexec_network claim ("off", "public" or an allowlist); nil when
+	// the caller has none. It can only narrow the deployment's.
+	Network *string
 }
 
 // ErrUnauthenticated is returned when credentials are missing or wrong.
@@ -181,7 +185,8 @@ func (a *Authenticator) keyOK(k string) bool {
 // claims are the parts of LibreChat's token codeexec uses.
 type claims struct {
 	jwt.RegisteredClaims
-	TenantID string `json:"tenant_id"`
+	TenantID string  `json:"tenant_id"`
+	Network  *string `json:"codeexec_network"`
 }
 
 func (a *Authenticator) parseJWT(tok string) (Principal, error) {
@@ -205,7 +210,7 @@ func (a *Authenticator) parseJWT(tok string) (Principal, error) {
 	if tenant == "" {
 		tenant = "legacy"
 	}
-	return Principal{Subject: tenant + ":" + c.Subject, Method: "jwt"}, nil
+	return Principal{Subject: tenant + ":" + c.Subject, Method: "jwt", Network: c.Network}, nil
 }
 
 // tokenProblem words a verification error.

@@ -22,6 +22,7 @@ type Metrics struct {
 	SandboxFailures prometheus.Counter
 	BytesStored     prometheus.Counter
 	StorageErrors   prometheus.Counter
+	NetworkDenied   *prometheus.CounterVec // reason
 }
 
 // New creates and registers the collectors. running and queued report the
@@ -53,7 +54,11 @@ func New(running, queued, live func() float64) *Metrics {
 		StorageErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "codeexec_storage_errors_total", Help: "Storage operations that failed.",
 		}),
+		NetworkDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "codeexec_network_denied_total", Help: "Connections and DNS lookups of runs denied by the egress policy, by reason.",
+		}, []string{"reason"}),
 	}
+	r.MustRegister(m.NetworkDenied)
 	r.MustRegister(m.Requests, m.Executions, m.QueueWait, m.Rejected, m.SandboxFailures, m.BytesStored, m.StorageErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "codeexec_executions_running", Help: "Executions running now."}, running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "codeexec_queue_depth", Help: "Executions waiting for a slot."}, queued),
