@@ -110,6 +110,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	netPolicy, err := networkPolicy(cfg)
+	if err != nil {
+		return err
+	}
 	budget, err := memoryBudget(cfg, log)
 	if err != nil {
 		return err
@@ -164,20 +168,13 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		lc.Warm = warmConfig(cfg, lc.Slots)
 		lc.Warm.Python = fitWarmPool(budget, cfg, lc.Warm.Python, log)
 	}
-	if !cfg.DisableNetwork && cfg.Sandbox == "gvisor" {
-		return sandbox.ErrGVisorNetwork
-	}
 	box, err := newSandbox(cfg.Sandbox, lc)
 	if err != nil {
 		return fmt.Errorf("sandbox: %w (run `codeexec doctor` to see what this host lacks)", err)
 	}
 	defer box.Close()
 	if !cfg.DisableNetwork {
-		svc, err := newEgress(cfg, mets, log)
-		if err != nil {
-			return err
-		}
-		box = egress.Wrap(box, svc)
+		box = egress.Wrap(box, newEgress(cfg, netPolicy, mets, log))
 	}
 
 	eng := engine.New(mets.Store(store), box, engine.Limits{
@@ -386,12 +383,21 @@ func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 	}
 }
 
-// newEgress is the deployment's egress policy and per-run network service.
-func newEgress(cfg *config.Config, mets *metrics.Metrics, log *slog.Logger) (*egress.Service, error) {
+// networkPolicy is the deployment's egress policy, refused where it cannot
+// be honoured.
+func networkPolicy(cfg *config.Config) (egress.Policy, error) {
 	pol, err := egress.ParsePolicy(cfg.NetworkMode, cfg.NetworkAllow)
 	if err != nil {
-		return nil, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
+		return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
 	}
+	if pol.On() && cfg.Sandbox == "gvisor" {
+		return pol, fmt.Errorf("%w", sandbox.ErrGVisorNetwork)
+	}
+	return pol, nil
+}
+
+// newEgress is the per-run network service under the deployment's policy.
+func newEgress(cfg *config.Config, pol egress.Policy, mets *metrics.Metrics, log *slog.Logger) *egress.Service {
 	var res *net.Resolver
 	if cfg.NetworkDNS != "" {
 		addr := cfg.NetworkDNS
@@ -408,5 +414,5 @@ func newEgress(cfg *config.Config, mets *metrics.Metrics, log *slog.Logger) (*eg
 	return egress.New(egress.Config{
 		Policy: pol, MaxConns: cfg.NetworkMaxConns, BytesPerSec: cfg.NetworkKBps << 10, Resolver: res,
 		Denied: func(reason string) { mets.NetworkDenied.WithLabelValues(reason).Inc() }, Log: log,
-	}), nil
+	})
 }
