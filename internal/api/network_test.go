@@ -13,6 +13,7 @@ import (
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/egress"
 	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/testenv"
 	"github.com/vishvananda/netlink"
@@ -281,5 +282,35 @@ for i in range(3):
 	wantErr := fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (connection limit)\n", w.public)
 	if r.Status != "ok" || r.Stdout != "0 open\n1 open\n2 ConnectionRefusedError\n" || r.Stderr != wantErr {
 		t.Fatalf("status %q\nstdout:\n%s\nstderr:\n%s", r.Status, r.Stdout, r.Stderr)
+	}
+}
+
+// TestNetworkEgressStateful: a live session has one network for its life,
+// under the same policy: the allowed name answers, a private address is
+// refused, in every call.
+func TestNetworkEgressStateful(t *testing.T) {
+	if !onBackends(t, cold, warm) {
+		return
+	}
+	w := newNetWorld(t)
+	e := w.netEnv(t, egress.Config{
+		Policy: mustPolicy(t, "allowlist", "allowed.test"),
+		Exempt: []netip.Prefix{netip.MustParsePrefix(netPublic + "/32")},
+	}, func(l *engine.Limits, _ *auth.Config) { l.MemoryBytes = 1 << 30 })
+	e.withRuntime(runtime.Config{})
+	code := fmt.Sprintf(`
+import socket, urllib.request
+print(urllib.request.urlopen("http://allowed.test:%d/", timeout=5).read().decode())
+s = socket.socket(); s.settimeout(5)
+try:
+    s.connect(("10.213.77.1", %d)); print("open")
+except OSError as e:
+    print(type(e).__name__)
+`, w.public, w.private)
+	for i := range 2 {
+		r := e.live("net", map[string]any{"lang": "py", "code": code})
+		if r.Status != "ok" || r.Stdout != "hello from the internet\nConnectionRefusedError\n" {
+			t.Fatalf("call %d: %+v", i, r)
+		}
 	}
 }
