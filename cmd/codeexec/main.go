@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS})) {
+		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox})) {
 			return errors.New("doctor: a required layer is missing")
 		}
 		return nil
