@@ -333,6 +333,6 @@ func network(o Options) Check {
 		return c
 	}
 	f.Close()
-	c.OK, c.Detail = true, o.Network + ": a network namespace per run, served by the server under the egress policy (/dev/net/tun opens)"
+	c.OK, c.Detail = true, o.Network+": a network namespace per run, served by the server under the egress policy (/dev/net/tun opens)"
 	return c
 }
