@@ -9,6 +9,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/egress"
@@ -75,7 +78,7 @@ func newNetWorld(t *testing.T) *netWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	zone := map[string]string{"allowed.test.": netPublic, "private.test.": netPrivate}
+	zone := map[string]string{"allowed.test.": netPublic, "other.test.": netPublic, "private.test.": netPrivate}
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -312,5 +315,69 @@ except OSError as e:
 		if r.Status != "ok" || r.Stdout != "hello from the internet\nConnectionRefusedError\n" {
 			t.Fatalf("call %d: %+v", i, r)
 		}
+	}
+}
+
+// TestNetworkEgressCallerClaim: a JWT's codeexec_network claim narrows the
+// deployment's policy (public here): "off" takes the network away, an
+// allowlist keeps only its names, "public" cannot widen past the
+// deployment, and a malformed claim is refused.
+func TestNetworkEgressCallerClaim(t *testing.T) {
+	if !onBackends(t, cold, warm) {
+		return
+	}
+	w := newNetWorld(t)
+	e := w.netEnv(t, egress.Config{
+		Policy: mustPolicy(t, "allowlist", "allowed.test,other.test"),
+		Exempt: []netip.Prefix{netip.MustParsePrefix(netPublic + "/32")},
+	}, func(_ *engine.Limits, a *auth.Config) {
+		a.JWTSecret, a.Audience, a.Issuer = "s3cret", "codeapi", "librechat"
+	})
+	tok := func(claim any) string {
+		c := jwt.MapClaims{"sub": "u1", "aud": "codeapi", "iss": "librechat", "exp": time.Now().Add(time.Minute).Unix()}
+		if claim != nil {
+			c["codeexec_network"] = claim
+		}
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte("s3cret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	code := `
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("198.18.77.1", PUBLIC)); print("direct open")
+except OSError as e:
+    print("direct", type(e).__name__)
+for name in ("allowed.test", "other.test"):
+    try:
+        socket.getaddrinfo(name, 80, socket.AF_INET); print(name, "resolved")
+    except socket.gaierror:
+        print(name, "not resolved")
+`
+	code = strings.ReplaceAll(code, "PUBLIC", fmt.Sprint(w.public))
+	for _, c := range []struct {
+		claim      any
+		out, notes string
+	}{
+		{nil, "direct ConnectionRefusedError\nallowed.test resolved\nother.test resolved\n",
+			fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (not allowed by policy)\n", w.public)},
+		{"off", "direct OSError\nallowed.test not resolved\nother.test not resolved\n", ""},
+		{"other.test", "direct ConnectionRefusedError\nallowed.test not resolved\nother.test resolved\n",
+			fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (not allowed by policy)\n", w.public) +
+				"codeexec: network: DNS lookup of allowed.test denied (name not allowed)\n"},
+		{"public", "direct ConnectionRefusedError\nallowed.test resolved\nother.test resolved\n",
+			fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (not allowed by policy)\n", w.public)},
+	} {
+		r := decode[execResult](t, e.post("/exec", map[string]any{"lang": "py", "code": code}, "X-API-Key", "", "Authorization", "Bearer "+tok(c.claim)), http.StatusOK)
+		if r.Stdout != c.out || r.Stderr != c.notes {
+			t.Errorf("claim %v:\nstdout:\n%s\nwant:\n%s\nstderr:\n%s\nwant:\n%s", c.claim, r.Stdout, c.out, r.Stderr, c.notes)
+		}
+	}
+	resp := e.post("/exec", map[string]any{"lang": "py", "code": "print(1)"}, "X-API-Key", "", "Authorization", "Bearer "+tok("bad name"))
+	got := decode[map[string]string](t, resp, http.StatusUnauthorized)
+	if want := `Unauthorized: invalid JWT: codeexec_network claim: network allowlist entry "bad name": not a domain name, *.domain, CIDR or address`; got["error"] != want {
+		t.Errorf("malformed claim: %v", got)
 	}
 }
