@@ -15,15 +15,19 @@ const dnsTTL = 60
 // A records for names every layer allows, from the server's resolver,
 // without the addresses no run may reach; the answered addresses become
 // reachable for this run. Other names answer NXDOMAIN, and there is no IPv6
-// inside (AAAA answers are empty).
+// inside (AAAA answers are empty). Questions are paced (dnsPerSec).
 func (r *Run) serveDNS(c net.Conn) {
 	defer r.wg.Done()
+	defer r.dropDNSFlow()
 	defer c.Close()
 	buf := make([]byte, 4096)
 	for {
 		c.SetReadDeadline(time.Now().Add(dnsIdle))
 		n, err := c.Read(buf)
 		if err != nil {
+			return
+		}
+		if r.dnsLim.Wait(r.ctx) != nil {
 			return
 		}
 		if ans := r.answer(buf[:n]); ans != nil {

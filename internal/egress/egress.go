@@ -27,6 +27,11 @@ const (
 	MTU = 1500
 	// maxNotes bounds the denial lines a run's answer carries.
 	maxNotes = 8
+	// dnsPerSec paces one run's DNS questions, maxDNSFlows bounds its
+	// open DNS flows (a resolver opens one per lookup; each closes after
+	// dnsIdle).
+	dnsPerSec   = 50
+	maxDNSFlows = 32
 )
 
 // Config is the deployment's egress setup.
@@ -96,9 +101,13 @@ type Run struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	lim    *rate.Limiter
+	// dnsLim paces the run's DNS questions (each may cost an upstream
+	// lookup); dnsFlows counts its open DNS flows against maxDNSFlows.
+	dnsLim *rate.Limiter
 
 	mu       sync.Mutex
 	conns    int
+	dnsFlows int
 	resolved map[netip.Addr]string // answered addresses -> the name asked
 	notes    []string
 	dropped  int
@@ -116,6 +125,7 @@ func (s *Service) NewRun(caller *Policy) *Run {
 	return &Run{
 		svc: s, layers: Narrow(s.cfg.Policy, caller), ctx: ctx, cancel: cancel,
 		lim:      rate.NewLimiter(rate.Limit(s.cfg.BytesPerSec), burst),
+		dnsLim:   rate.NewLimiter(dnsPerSec, 2*dnsPerSec),
 		resolved: map[netip.Addr]string{}, seen: map[string]bool{},
 	}
 }
@@ -185,6 +195,23 @@ func (r *Run) takeConn() bool {
 	}
 	r.conns++
 	return true
+}
+
+// takeDNSFlow counts a new DNS flow; release it with dropDNSFlow.
+func (r *Run) takeDNSFlow() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dnsFlows >= maxDNSFlows {
+		return false
+	}
+	r.dnsFlows++
+	return true
+}
+
+func (r *Run) dropDNSFlow() {
+	r.mu.Lock()
+	r.dnsFlows--
+	r.mu.Unlock()
 }
 
 // deny records a denial: a note for the run's answer (once per distinct

@@ -170,3 +170,20 @@ func query(t *testing.T, name string) []byte {
 	}
 	return out
 }
+
+// A run's open DNS flows are bounded; a closed one frees its place.
+func TestDNSFlowCap(t *testing.T) {
+	r := New(Config{Policy: Policy{Mode: ModePublic}}).NewRun(nil)
+	for i := range maxDNSFlows {
+		if !r.takeDNSFlow() {
+			t.Fatalf("flow %d refused", i)
+		}
+	}
+	if r.takeDNSFlow() {
+		t.Fatal("a flow past the cap was let through")
+	}
+	r.dropDNSFlow()
+	if !r.takeDNSFlow() {
+		t.Fatal("a freed place was not reused")
+	}
+}

@@ -280,14 +280,20 @@ func (r *Run) forwardUDP(req *udp.ForwarderRequest) {
 	id := req.ID()
 	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
 	if dst.Addr() == GatewayAddr && dst.Port() == 53 {
+		if !r.takeDNSFlow() {
+			return // dropped: the resolver retries or gives up
+		}
 		var wq waiter.Queue
 		ep, terr := req.CreateEndpoint(&wq)
 		if terr != nil {
+			r.dropDNSFlow()
 			return
 		}
 		c := gonet.NewUDPConn(&wq, ep)
 		if r.track(c) {
 			go r.serveDNS(c)
+		} else {
+			r.dropDNSFlow()
 		}
 		return
 	}
