@@ -36,6 +36,7 @@ const (
 // netWorld is the test's small internet.
 type netWorld struct {
 	public, private, loopback int // ports of the HTTP servers
+	udpEcho                   int // port of a UDP echo server on netPublic
 	resolver                  *net.Resolver
 }
 
@@ -70,6 +71,22 @@ func newNetWorld(t *testing.T) *netWorld {
 	w.public = serve(netPublic, "hello from the internet")
 	w.private = serve(netPrivate, "private data")
 	w.loopback = serve("127.0.0.1", "host loopback data")
+	echo, err := net.ListenPacket("udp", net.JoinHostPort(netPublic, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(append([]byte("echo: "), buf[:n]...), from)
+		}
+	}()
+	w.udpEcho = echo.LocalAddr().(*net.UDPAddr).Port
 
 	// DNS: allowed.test is the public server, private.test points inside
 	// (a rebinding attempt), everything else does not exist.
@@ -379,5 +396,33 @@ for name in ("allowed.test", "other.test"):
 	got := decode[map[string]string](t, resp, http.StatusUnauthorized)
 	if want := `Unauthorized: invalid JWT: codeexec_network claim: network allowlist entry "bad name": not a domain name, *.domain, CIDR or address`; got["error"] != want {
 		t.Errorf("malformed claim: %v", got)
+	}
+}
+
+// TestNetworkEgressUDP: UDP flows go through the same policy: an allowed
+// destination answers, a private one is denied and said so.
+func TestNetworkEgressUDP(t *testing.T) {
+	if !onBackends(t, cold, warm) {
+		return
+	}
+	w := newNetWorld(t)
+	e := w.netEnv(t, egress.Config{
+		Policy: mustPolicy(t, "public", ""),
+		Exempt: []netip.Prefix{netip.MustParsePrefix(netPublic + "/32")},
+	})
+	code := fmt.Sprintf(`
+import socket
+for host in ("198.18.77.1", "10.213.77.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b"ping", (host, %d))
+    try:
+        print(host, s.recv(100).decode())
+    except OSError as e:
+        print(host, type(e).__name__)
+`, w.udpEcho)
+	r := e.exec(map[string]any{"lang": "py", "code": code})
+	wantErr := fmt.Sprintf("codeexec: network: UDP to 10.213.77.1:%d denied (private address)\n", w.udpEcho)
+	if r.Status != "ok" || r.Stdout != "198.18.77.1 echo: ping\n10.213.77.1 TimeoutError\n" || r.Stderr != wantErr {
+		t.Fatalf("status %q\nstdout:\n%s\nstderr:\n%s\nwant:\n%s", r.Status, r.Stdout, r.Stderr, wantErr)
 	}
 }
