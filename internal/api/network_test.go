@@ -197,6 +197,9 @@ try:
     print("sni: handshake done")
 except OSError as e:
     print("sni: refused")
+s = socket.create_connection(("allowed.test", PUBLIC), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+print("http host:", s.recv(100) or "closed")
 for name, fam, typ in (("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, socket.SOCK_STREAM), ("AF_NETLINK", 16, socket.SOCK_RAW), ("AF_ALG", 38, socket.SOCK_SEQPACKET)):
     try:
         socket.socket(fam, typ).close()
@@ -235,14 +238,16 @@ func TestNetworkEgressAllowlist(t *testing.T) {
 		"allowed name: ['198.18.77.1']\n" +
 		"allowed: hello from the internet\n" +
 		"sni: refused\n" +
+		"http host: closed\n" +
 		"AF_PACKET: EAFNOSUPPORT\nAF_VSOCK: EAFNOSUPPORT\nAF_NETLINK: EAFNOSUPPORT\nAF_ALG: EAFNOSUPPORT\n"
 	wantErr := fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (not allowed by policy)\n"+
 		"codeexec: network: connection to 10.213.77.1:%d denied (private address)\n"+
 		"codeexec: network: connection to 169.254.169.254:80 denied (metadata address)\n"+
 		"codeexec: network: DNS lookup of denied.test denied (name not allowed)\n"+
 		"codeexec: network: DNS answer 10.213.77.1 for private.test denied (private address)\n"+
-		"codeexec: network: TLS connection to 198.18.77.1:%d (server name \"evil.test\") denied (TLS server name not allowed)\n",
-		w.public, w.private, w.public)
+		"codeexec: network: TLS connection to 198.18.77.1:%d (server name \"evil.test\") denied (TLS server name not allowed)\n"+
+		"codeexec: network: HTTP request to 198.18.77.1:%d (host \"evil.test\") denied (HTTP host not allowed)\n",
+		w.public, w.private, w.public, w.public)
 	if r.Status != "ok" || r.Stdout != wantOut || r.Stderr != wantErr {
 		t.Fatalf("status %q\nstdout:\n%s\nwant:\n%s\nstderr:\n%s\nwant:\n%s", r.Status, r.Stdout, wantOut, r.Stderr, wantErr)
 	}

@@ -147,6 +147,7 @@ const (
 	ReasonPolicy      = "not allowed by policy"
 	ReasonConnLimit   = "connection limit"
 	ReasonSNI         = "TLS server name not allowed"
+	ReasonHTTPHost    = "HTTP host not allowed"
 	ReasonDNS         = "name not allowed"
 	ReasonUnreachable = "unreachable"
 )

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -168,31 +169,39 @@ func (r *Run) forwardTCP(req *tcp.ForwarderRequest) {
 }
 
 // spliceTCP copies both ways under the run's byte rate. On a destination
-// allowed only by a DNS answer (an allowlisted domain), a TLS connection
-// must also name an allowed server in its ClientHello.
+// allowed only by a DNS answer (an allowlisted domain, whose address may be
+// shared with other sites, e.g. a CDN's), a TLS connection must name an
+// allowed server in its ClientHello, and every plain HTTP request must
+// name one in its Host.
 func (r *Run) spliceTCP(in *gonet.TCPConn, out *net.TCPConn, dst netip.AddrPort) {
 	defer r.wg.Done()
 	defer r.wg.Done()
 	defer in.Close()
 	defer out.Close()
-	var first io.Reader = in
+	// upstream moves the code's bytes out; by default as they come.
+	upstream := func() { r.copy(out, in) }
 	if r.needsSNI(dst.Addr()) {
 		br := bufio.NewReaderSize(in, 17<<10) // a whole TLS record and its header
 		in.SetReadDeadline(time.Now().Add(helloWait))
-		head, _ := br.Peek(1)
-		if len(head) == 1 && head[0] == 0x16 { // a TLS handshake record
+		head, _ := br.Peek(8)
+		in.SetReadDeadline(time.Time{})
+		switch {
+		case len(head) >= 1 && head[0] == 0x16: // a TLS handshake record
 			name := peekSNI(br)
 			if name == "" || !r.allowsName(name) {
 				r.deny(fmt.Sprintf("TLS connection to %s (server name %q)", dst, name), ReasonSNI)
 				return
 			}
+			upstream = func() { r.copy(out, br) }
+		case looksHTTP(head):
+			upstream = func() { r.copyHTTP(out, br, dst) }
+		default:
+			upstream = func() { r.copy(out, br) }
 		}
-		in.SetReadDeadline(time.Time{})
-		first = br
 	}
 	done := make(chan struct{}, 2)
 	go func() {
-		r.copy(out, first)
+		upstream()
 		out.CloseWrite()
 		done <- struct{}{}
 	}()
@@ -203,6 +212,72 @@ func (r *Run) spliceTCP(in *gonet.TCPConn, out *net.TCPConn, dst netip.AddrPort)
 	}()
 	<-done
 	<-done
+}
+
+// looksHTTP reports whether a stream starts like an HTTP/1 request.
+func looksHTTP(head []byte) bool {
+	for _, m := range []string{"GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "OPTIONS ", "PATCH ", "CONNECT ", "TRACE "} {
+		if bytes.HasPrefix(head, []byte(m)) || (len(head) < len(m) && bytes.HasPrefix([]byte(m), head) && len(head) > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// copyHTTP forwards the code's HTTP/1 requests one by one, each only when
+// its Host (or absolute URL) is an allowed name; the first that is not
+// ends the connection. A protocol upgrade (WebSocket) is passed through
+// after its allowed request.
+func (r *Run) copyHTTP(out net.Conn, br *bufio.Reader, dst netip.AddrPort) {
+	w := rateWriter{r: r, w: out}
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		host := req.Host
+		if req.URL != nil && req.URL.Host != "" {
+			host = req.URL.Host
+		}
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if host == "" || !r.allowsName(host) {
+			r.deny(fmt.Sprintf("HTTP request to %s (host %q)", dst, host), ReasonHTTPHost)
+			return
+		}
+		upgrade := req.Header.Get("Upgrade") != ""
+		if err := req.Write(w); err != nil {
+			return
+		}
+		if upgrade {
+			r.copy(out, br)
+			return
+		}
+	}
+}
+
+// rateWriter writes under the run's byte rate.
+type rateWriter struct {
+	r *Run
+	w io.Writer
+}
+
+func (rw rateWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		chunk := b[:min(len(b), 32<<10)]
+		if err := rw.r.lim.WaitN(rw.r.ctx, len(chunk)); err != nil {
+			return n, err
+		}
+		m, err := rw.w.Write(chunk)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		b = b[len(chunk):]
+	}
+	return n, nil
 }
 
 // needsSNI reports whether a is reachable only through an allowlisted
