@@ -200,6 +200,15 @@ except OSError as e:
 s = socket.create_connection(("allowed.test", PUBLIC), timeout=5)
 s.sendall(b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
 print("http host:", s.recv(100) or "closed")
+s = socket.create_connection(("allowed.test", PUBLIC), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+data = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    data += d
+print("pipelined: answered", data.count(b"HTTP/1.1 200"))
 for name, fam, typ in (("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, socket.SOCK_STREAM), ("AF_NETLINK", 16, socket.SOCK_RAW), ("AF_ALG", 38, socket.SOCK_SEQPACKET)):
     try:
         socket.socket(fam, typ).close()
@@ -239,6 +248,7 @@ func TestNetworkEgressAllowlist(t *testing.T) {
 		"allowed: hello from the internet\n" +
 		"sni: refused\n" +
 		"http host: closed\n" +
+		"pipelined: answered 1\n" +
 		"AF_PACKET: EAFNOSUPPORT\nAF_VSOCK: EAFNOSUPPORT\nAF_NETLINK: EAFNOSUPPORT\nAF_ALG: EAFNOSUPPORT\n"
 	wantErr := fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (not allowed by policy)\n"+
 		"codeexec: network: connection to 10.213.77.1:%d denied (private address)\n"+
