@@ -37,6 +37,7 @@ const (
 type netWorld struct {
 	public, private, loopback int // ports of the HTTP servers
 	udpEcho                   int // port of a UDP echo server on netPublic
+	greeter                   int // port of a server on netPublic that speaks first
 	resolver                  *net.Resolver
 }
 
@@ -87,6 +88,22 @@ func newNetWorld(t *testing.T) *netWorld {
 		}
 	}()
 	w.udpEcho = echo.LocalAddr().(*net.UDPAddr).Port
+	greet, err := net.Listen("tcp", net.JoinHostPort(netPublic, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { greet.Close() })
+	go func() {
+		for {
+			c, err := greet.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("220 hello\r\n"))
+			c.Close()
+		}
+	}()
+	w.greeter = greet.Addr().(*net.TCPAddr).Port
 
 	// DNS: allowed.test is the public server, private.test points inside
 	// (a rebinding attempt), everything else does not exist.
@@ -209,6 +226,8 @@ while True:
         break
     data += d
 print("pipelined: answered", data.count(b"HTTP/1.1 200"))
+s = socket.create_connection(("allowed.test", GREETER), timeout=3)
+print("server first:", s.recv(100).decode().strip())
 for name, fam, typ in (("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, socket.SOCK_STREAM), ("AF_NETLINK", 16, socket.SOCK_RAW), ("AF_ALG", 38, socket.SOCK_SEQPACKET)):
     try:
         socket.socket(fam, typ).close()
@@ -218,7 +237,7 @@ for name, fam, typ in (("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, sock
 `
 
 func (w *netWorld) probe() string {
-	r := strings.NewReplacer("PUBLIC", fmt.Sprint(w.public), "PRIVATE", fmt.Sprint(w.private), "LOOPBACK", fmt.Sprint(w.loopback))
+	r := strings.NewReplacer("GREETER", fmt.Sprint(w.greeter), "PUBLIC", fmt.Sprint(w.public), "PRIVATE", fmt.Sprint(w.private), "LOOPBACK", fmt.Sprint(w.loopback))
 	return r.Replace(netProbe)
 }
 
@@ -249,6 +268,7 @@ func TestNetworkEgressAllowlist(t *testing.T) {
 		"sni: refused\n" +
 		"http host: closed\n" +
 		"pipelined: answered 1\n" +
+		"server first: 220 hello\n" +
 		"AF_PACKET: EAFNOSUPPORT\nAF_VSOCK: EAFNOSUPPORT\nAF_NETLINK: EAFNOSUPPORT\nAF_ALG: EAFNOSUPPORT\n"
 	wantErr := fmt.Sprintf("codeexec: network: connection to 198.18.77.1:%d denied (not allowed by policy)\n"+
 		"codeexec: network: connection to 10.213.77.1:%d denied (private address)\n"+

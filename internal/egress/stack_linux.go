@@ -172,46 +172,58 @@ func (r *Run) forwardTCP(req *tcp.ForwarderRequest) {
 // allowed only by a DNS answer (an allowlisted domain, whose address may be
 // shared with other sites, e.g. a CDN's), a TLS connection must name an
 // allowed server in its ClientHello, and every plain HTTP request must
-// name one in its Host.
+// name one in its Host; other protocols pass.
 func (r *Run) spliceTCP(in *gonet.TCPConn, out *net.TCPConn, dst netip.AddrPort) {
 	defer r.wg.Done()
 	defer r.wg.Done()
 	defer in.Close()
 	defer out.Close()
-	// upstream moves the code's bytes out; by default as they come.
-	upstream := func() { r.copy(out, in) }
-	if r.needsSNI(dst.Addr()) {
-		br := bufio.NewReaderSize(in, 17<<10) // a whole TLS record and its header
-		in.SetReadDeadline(time.Now().Add(helloWait))
-		head, _ := br.Peek(8)
-		in.SetReadDeadline(time.Time{})
-		switch {
-		case len(head) >= 1 && head[0] == 0x16: // a TLS handshake record
-			name := peekSNI(br)
-			if name == "" || !r.allowsName(name) {
-				r.deny(fmt.Sprintf("TLS connection to %s (server name %q)", dst, name), ReasonSNI)
-				return
-			}
-			upstream = func() { r.copy(out, br) }
-		case looksHTTP(head):
-			upstream = func() { r.copyHTTP(out, br, dst) }
-		default:
-			upstream = func() { r.copy(out, br) }
-		}
-	}
 	done := make(chan struct{}, 2)
-	go func() {
-		upstream()
-		out.CloseWrite()
-		done <- struct{}{}
-	}()
+	// The server's bytes flow at once (a server that speaks first, such
+	// as SMTP's, is not held up); the code's only once they are checked.
 	go func() {
 		r.copy(in, out)
 		in.CloseWrite()
 		done <- struct{}{}
 	}()
+	go func() {
+		r.upstream(in, out, dst)
+		out.CloseWrite()
+		done <- struct{}{}
+	}()
 	<-done
 	<-done
+}
+
+// upstream moves the code's bytes out; on a destination allowed only by a
+// DNS answer, after checking the TLS server name or each HTTP request's
+// Host. A denied TLS hello closes the connection both ways.
+func (r *Run) upstream(in *gonet.TCPConn, out *net.TCPConn, dst netip.AddrPort) {
+	if !r.needsSNI(dst.Addr()) {
+		r.copy(out, in)
+		return
+	}
+	br := bufio.NewReaderSize(in, 17<<10) // a whole TLS record and its header
+	in.SetReadDeadline(time.Now().Add(helloWait))
+	head, _ := br.Peek(8)
+	in.SetReadDeadline(time.Time{})
+	switch {
+	case len(head) >= 1 && head[0] == 0x16: // a TLS handshake record
+		name := peekSNI(br)
+		if name == "" || !r.allowsName(name) {
+			r.deny(fmt.Sprintf("TLS connection to %s (server name %q)", dst, name), ReasonSNI)
+			in.Close()
+			out.Close()
+			return
+		}
+		r.copy(out, br)
+	case looksHTTP(head):
+		// A denied request ends the code's side only: what the server
+		// owes for the requests before it still comes back.
+		r.copyHTTP(out, br, dst)
+	default:
+		r.copy(out, br)
+	}
 }
 
 // looksHTTP reports whether a stream starts like an HTTP/1 request.
