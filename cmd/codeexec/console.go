@@ -39,7 +39,7 @@ func newConsole(cfg *config.Config, box sandbox.Sandbox, adm *admission.Controll
 		},
 		Findings: func(ctx context.Context) []console.Finding {
 			var out []console.Finding
-			for _, c := range doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, SkipRun: true}) {
+			for _, c := range doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, SkipRun: true, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox}) {
 				out = append(out, console.Finding{Name: c.Name, OK: c.OK, Required: c.Required, Detail: c.Detail, Fix: c.Fix})
 			}
 			return out

@@ -27,6 +27,7 @@ import (
 	"github.com/codeexec/codeexec/internal/config"
 	"github.com/codeexec/codeexec/internal/console"
 	"github.com/codeexec/codeexec/internal/doctor"
+	"github.com/codeexec/codeexec/internal/egress"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/metrics"
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS})) {
+		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox})) {
 			return errors.New("doctor: a required layer is missing")
 		}
 		return nil
@@ -109,6 +110,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	netPolicy, err := networkPolicy(cfg)
+	if err != nil {
+		return err
+	}
 	budget, err := memoryBudget(cfg, log)
 	if err != nil {
 		return err
@@ -178,6 +183,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		return fmt.Errorf("sandbox: %w (run `codeexec doctor` to see what this host lacks)", err)
 	}
 	defer box.Close()
+	if !cfg.DisableNetwork {
+		box = egress.Wrap(box, newEgress(cfg, netPolicy, mets, log))
+	}
 
 	eng := engine.New(mets.Store(store), box, engine.Limits{
 		WallTime:       time.Duration(cfg.MaxExecutionSeconds) * time.Second,
@@ -390,4 +398,38 @@ func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 		// cgroup, /tmp sized for the disk limit) and need no change per run.
 		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids, DiskBytes: cfg.MaxDiskMB << 20},
 	}
+}
+
+// networkPolicy is the deployment's egress policy, refused where it cannot
+// be honoured.
+func networkPolicy(cfg *config.Config) (egress.Policy, error) {
+	pol, err := egress.ParsePolicy(cfg.NetworkMode, cfg.NetworkAllow)
+	if err != nil {
+		return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
+	}
+	if pol.On() && cfg.Sandbox == "gvisor" {
+		return pol, fmt.Errorf("%w", sandbox.ErrGVisorNetwork)
+	}
+	return pol, nil
+}
+
+// newEgress is the per-run network service under the deployment's policy.
+func newEgress(cfg *config.Config, pol egress.Policy, mets *metrics.Metrics, log *slog.Logger) *egress.Service {
+	var res *net.Resolver
+	if cfg.NetworkDNS != "" {
+		addr := cfg.NetworkDNS
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(addr, "53")
+		}
+		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}
+	}
+	log.Info("network on: each run gets its own network under the egress policy", "mode", pol.Mode, "allow", cfg.NetworkAllow,
+		"max_connections", cfg.NetworkMaxConns, "kbps", cfg.NetworkKBps)
+	return egress.New(egress.Config{
+		Policy: pol, MaxConns: cfg.NetworkMaxConns, BytesPerSec: cfg.NetworkKBps << 10, Resolver: res,
+		Denied: func(reason string) { mets.NetworkDenied.WithLabelValues(reason).Inc() }, Log: log,
+	})
 }

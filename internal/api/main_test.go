@@ -159,6 +159,10 @@ type env struct {
 
 type envOption func(*engine.Limits, *auth.Config)
 
+// boxWrappers holds, per test, a decorator the next newEnv applies to its
+// sandbox before the engine gets it (the network tests' egress layer).
+var boxWrappers sync.Map // testing.TB -> func(sandbox.Sandbox) sandbox.Sandbox
+
 // newEnv starts a server with test-sized limits, changed by opts.
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
@@ -228,6 +232,9 @@ func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 			}
 		}
 		box = l
+	}
+	if wrap, ok := boxWrappers.LoadAndDelete(t); ok {
+		box = wrap.(func(sandbox.Sandbox) sandbox.Sandbox)(box)
 	}
 	authn, err := auth.New(ac)
 	if err != nil {

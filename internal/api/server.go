@@ -24,6 +24,7 @@ import (
 	"github.com/codeexec/codeexec/internal/admission"
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/console"
+	"github.com/codeexec/codeexec/internal/egress"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/ptc"
@@ -179,7 +180,16 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "Unauthorized: a valid API key (X-API-Key or Authorization: Bearer) is required")
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), principalKey, p))
+		ctx := context.WithValue(r.Context(), principalKey, p)
+		if p.Network != nil {
+			pol, err := egress.ParseCaller(*p.Network)
+			if err != nil {
+				writeError(w, http.StatusUnauthorized, "Unauthorized: invalid JWT: codeexec_network claim: "+err.Error())
+				return
+			}
+			ctx = egress.WithCaller(ctx, &pol)
+		}
+		r = r.WithContext(ctx)
 		done, ok := s.enter(r)
 		if !ok {
 			s.tooMany(w, "caller_concurrency", fmt.Sprintf("Too many requests in progress for this caller (at most %d)", s.MaxInFlight), time.Second)

@@ -31,6 +31,10 @@ type Principal struct {
 	ID string
 	// Method is how the caller authenticated: "api-key", "jwt" or "none".
 	Method string
+	// Network is the caller's own egress policy, from a JWT's
+	// codeexec_network claim ("off", "public" or an allowlist); nil when
+	// the caller has none. It can only narrow the deployment's.
+	Network *string
 }
 
 // ErrUnauthenticated is returned when credentials are missing or wrong.
@@ -206,7 +210,8 @@ func (a *Authenticator) keyPrincipal(i int) Principal {
 // claims are the parts of LibreChat's token codeexec uses.
 type claims struct {
 	jwt.RegisteredClaims
-	TenantID string `json:"tenant_id"`
+	TenantID string  `json:"tenant_id"`
+	Network  *string `json:"codeexec_network"`
 }
 
 func (a *Authenticator) parseJWT(tok string) (Principal, error) {
@@ -227,7 +232,7 @@ func (a *Authenticator) parseJWT(tok string) (Principal, error) {
 	if tenant == "" {
 		tenant = "legacy"
 	}
-	return Principal{ID: owner.JWT(tenant, c.Subject), Method: "jwt"}, nil
+	return Principal{ID: owner.JWT(tenant, c.Subject), Method: "jwt", Network: c.Network}, nil
 }
 
 // tokenProblem words a verification error.

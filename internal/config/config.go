@@ -93,6 +93,15 @@ type Config struct {
 
 	// Console serves the operator console at /console.
 	Console bool
+
+	// Network egress (CODEEXEC_NETWORK*): the mode (off, public,
+	// allowlist; DisableNetwork is its "off"), the allowlist as written,
+	// per-run caps, and the resolver the runs' DNS goes to ("": the host's).
+	NetworkMode     string
+	NetworkAllow    string
+	NetworkMaxConns int
+	NetworkKBps     int
+	NetworkDNS      string
 }
 
 // RateLimit is N requests per Window per caller; N == 0 means no limit.
@@ -142,7 +151,12 @@ var settings = []setting{
 	{name: "CODEEXEC_MAX_PIDS", def: "128", help: "processes and threads per execution"},
 	{name: "CODEEXEC_MAX_UPLOAD_MB", def: "150", help: "largest upload (LibreChat's own limit is 150)"},
 	{name: "CODEEXEC_MAX_INPUT_FILES", def: "256", help: "most file refs per execution"},
-	{name: "CODEEXEC_DISABLE_NETWORK", def: "true", help: "no network in the sandbox (loopback only, down)"},
+	{name: "CODEEXEC_DISABLE_NETWORK", def: "true", help: "no network in the sandbox (loopback only, down); false without CODEEXEC_NETWORK means CODEEXEC_NETWORK=public"},
+	{name: "CODEEXEC_NETWORK", def: "", help: "egress of the runs: off (default), public (any public address) or allowlist (CODEEXEC_NETWORK_ALLOW only); each networked run has its own network namespace served by the server, and loopback, private, link-local, metadata and this host's addresses are never reachable"},
+	{name: "CODEEXEC_NETWORK_ALLOW", def: "", help: "with allowlist: comma-separated domains (pypi.org, *.pythonhosted.org: subdomains) and CIDRs or addresses; domains are matched on the runs' DNS questions and on TLS server names"},
+	{name: "CODEEXEC_NETWORK_MAX_CONNECTIONS", def: "64", help: "connections (TCP, and UDP flows) one run may open; more are refused"},
+	{name: "CODEEXEC_NETWORK_KBPS", def: "8192", help: "bandwidth of one run, KiB/s, both directions together"},
+	{name: "CODEEXEC_NETWORK_DNS", def: "", help: "DNS server (host:port) answering the runs' allowed names (default: the host's resolver)"},
 	{name: "CODEEXEC_MAX_CONCURRENCY", def: "", help: "executions at once (default: number of CPUs)"},
 	{name: "CODEEXEC_MAX_QUEUE", def: "64", help: "executions that may wait for a slot; more get 429"},
 	{name: "CODEEXEC_QUEUE_TIMEOUT_SECONDS", def: "60", help: "longest wait for a slot before 429"},
@@ -261,6 +275,23 @@ func Load(getenv func(string) string) (*Config, error) {
 	num("CODEEXEC_MAX_UPLOAD_MB", &c.MaxUploadMB, 1)
 	small("CODEEXEC_MAX_INPUT_FILES", &c.MaxInputFiles, 1)
 	boolean("CODEEXEC_DISABLE_NETWORK", &c.DisableNetwork)
+	c.NetworkMode, c.NetworkAllow, c.NetworkDNS = strings.ToLower(v["CODEEXEC_NETWORK"]), v["CODEEXEC_NETWORK_ALLOW"], v["CODEEXEC_NETWORK_DNS"]
+	switch c.NetworkMode {
+	case "":
+		c.NetworkMode = "off"
+		if !c.DisableNetwork {
+			c.NetworkMode = "public"
+		}
+	case "off", "public", "allowlist":
+	default:
+		errs = append(errs, fmt.Sprintf("CODEEXEC_NETWORK: want off, public or allowlist, got %q", v["CODEEXEC_NETWORK"]))
+	}
+	c.DisableNetwork = c.NetworkMode == "off"
+	if c.NetworkMode == "allowlist" && strings.TrimSpace(c.NetworkAllow) == "" {
+		errs = append(errs, "CODEEXEC_NETWORK=allowlist needs CODEEXEC_NETWORK_ALLOW (domains and CIDRs, comma-separated)")
+	}
+	small("CODEEXEC_NETWORK_MAX_CONNECTIONS", &c.NetworkMaxConns, 1)
+	small("CODEEXEC_NETWORK_KBPS", &c.NetworkKBps, 1)
 	boolean("CODEEXEC_SANDBOX_ALLOW_DEGRADED", &c.AllowDegraded)
 	boolean("CODEEXEC_CONSOLE", &c.Console)
 	if v["CODEEXEC_MAX_CONCURRENCY"] == "" {

@@ -38,6 +38,10 @@ type Options struct {
 	// SkipRun leaves out the end-to-end sandboxed run: for a server, whose
 	// own sandbox (and /ready) already runs code.
 	SkipRun bool
+	// Network is CODEEXEC_NETWORK's mode ("" or "off": none) and Sandbox
+	// the backend, for the network check.
+	Network string
+	Sandbox string
 }
 
 // Run performs every check. It needs root, like the server.
@@ -62,6 +66,7 @@ func Run(ctx context.Context, o Options) []Check {
 	} else {
 		add(Check{Name: "gvisor", OK: false, Detail: "runsc not found (optional second backend)", Fix: "apt-get install runsc"})
 	}
+	add(network(o))
 	if cc, err := sandbox.WarmCompiler(); err == nil {
 		add(Check{Name: "warm pool", OK: true, Detail: "helper built with " + cc})
 	} else {
@@ -305,5 +310,30 @@ func endToEnd(ctx context.Context, o Options) Check {
 	}
 	c.OK = true
 	c.Detail = fmt.Sprintf("ran as uid %s in %v", strings.Join(strings.Fields(out.String()), " "), res.WallTime.Round(time.Millisecond))
+	return c
+}
+
+// network checks what a networked run needs: a TUN device the server can
+// open, and a backend that serves the runs' networks (not gVisor).
+func network(o Options) Check {
+	c := Check{Name: "network"}
+	if o.Network == "" || o.Network == "off" {
+		c.OK, c.Detail = true, "off (CODEEXEC_NETWORK)"
+		return c
+	}
+	c.Required = true
+	if o.Sandbox == "gvisor" {
+		c.Detail = "CODEEXEC_NETWORK=" + o.Network + " is not supported with CODEEXEC_SANDBOX=gvisor (the server refuses to start)"
+		c.Fix = "CODEEXEC_NETWORK=off, or the native sandbox"
+		return c
+	}
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		c.Detail = "each networked run needs a TUN device: " + err.Error()
+		c.Fix = "modprobe tun; in a container: --device /dev/net/tun"
+		return c
+	}
+	f.Close()
+	c.OK, c.Detail = true, o.Network+": a network namespace per run, served by the server under the egress policy (/dev/net/tun opens)"
 	return c
 }

@@ -44,3 +44,19 @@ func TestPrintFailsOnMissingRequiredLayer(t *testing.T) {
 		t.Fatalf("report lacks the fixes:\n%s", out.String())
 	}
 }
+
+// TestNetworkCheck: network off needs nothing; on, it needs the native
+// backend and a TUN device the server can open.
+func TestNetworkCheck(t *testing.T) {
+	if c := network(Options{Network: "off"}); !c.OK || c.Required || c.Detail != "off (CODEEXEC_NETWORK)" {
+		t.Errorf("off: %+v", c)
+	}
+	if c := network(Options{Network: "public", Sandbox: "gvisor"}); c.OK || !c.Required ||
+		c.Detail != "CODEEXEC_NETWORK=public is not supported with CODEEXEC_SANDBOX=gvisor (the server refuses to start)" {
+		t.Errorf("gvisor: %+v", c)
+	}
+	_, err := os.Stat("/dev/net/tun")
+	if c := network(Options{Network: "allowlist", Sandbox: "native"}); c.OK != (err == nil && os.Geteuid() == 0) || !c.Required {
+		t.Errorf("native (tun: %v): %+v", err, c)
+	}
+}

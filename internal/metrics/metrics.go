@@ -26,6 +26,7 @@ type Metrics struct {
 	// StorageRefused counts writes refused by a quota, by reason: owner,
 	// total, disk (never by principal: the label set stays bounded).
 	StorageRefused *prometheus.CounterVec
+	NetworkDenied  *prometheus.CounterVec // reason
 }
 
 // New creates and registers the collectors. running and queued report the
@@ -60,8 +61,11 @@ func New(running, queued, live func() float64) *Metrics {
 		StorageRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "codeexec_storage_refused_total", Help: "Writes refused by a storage quota or the disk's free-space floor, by reason (owner, total, disk).",
 		}, []string{"reason"}),
+		NetworkDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "codeexec_network_denied_total", Help: "Connections and DNS lookups of runs denied by the egress policy, by reason.",
+		}, []string{"reason"}),
 	}
-	r.MustRegister(m.StorageRefused)
+	r.MustRegister(m.StorageRefused, m.NetworkDenied)
 	r.MustRegister(m.Requests, m.Executions, m.QueueWait, m.Rejected, m.SandboxFailures, m.BytesStored, m.StorageErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "codeexec_executions_running", Help: "Executions running now."}, running),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "codeexec_queue_depth", Help: "Executions waiting for a slot."}, queued),

@@ -281,7 +281,7 @@ func (g *GVisor) Describe() Isolation {
 		Kernel:   "gVisor sentry (user-space kernel); one sandbox per step",
 		User:     fmt.Sprintf("code runs as uid %d inside gVisor, no capabilities, no_new_privs; host side: gofer (root), sentry (nobody)", sandboxUID),
 		Cgroup:   g.base.cg.describe(),
-		Network:  "none unless Limits.Network (then the host's, through gVisor's netstack)",
+		Network:  "none (networked runs are refused: not supported on gVisor)",
 		RootFS:   rootfs,
 		CPUs:     g.cfg.CPUs,
 	}
@@ -306,6 +306,12 @@ func (g *GVisor) Close() error {
 func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := validateSpec(spec); err != nil {
 		return Result{}, err
+	}
+	if spec.Limits.Network {
+		// runsc would need the host's network (--network host) or a
+		// device it can drive in a prepared namespace; neither is done,
+		// and the host's network is never handed out.
+		return Result{}, ErrGVisorNetwork
 	}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
@@ -424,7 +430,7 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		}
 		pidFile := filepath.Join(bundle, "pid")
 		args := []string{"--root", filepath.Join(runDir, "state"), "--platform", g.cfg.Platform, "--oci-seccomp",
-			"--network", map[bool]string{false: "none", true: "host"}[lim.Network],
+			"--network", "none",
 			"run", "--bundle", bundle, "--pid-file", pidFile,
 			fmt.Sprintf("codeexec-%d-%d-%d", g.base.instance, seq, i)}
 		cmd := exec.Command(g.cfg.Runsc, args...)
@@ -637,9 +643,6 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 		specs.Mount{Destination: "/tmp", Type: "bind", Source: tmpDir, Options: []string{"rbind", "rw", "nosuid", "nodev"}},
 		specs.Mount{Destination: "/mnt/data", Type: "bind", Source: spec.Workdir, Options: []string{"rbind", "rw", "nosuid", "nodev"}},
 	)
-	if lim.Network {
-		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(base, "etc/resolv.conf"), Options: ro})
-	}
 	s := specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
@@ -662,9 +665,7 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 			},
 		},
 	}
-	if !lim.Network {
-		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
-	}
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	s.Linux.Seccomp = gvisorSeccomp()
 	data, err := json.Marshal(&s)
 	if err == nil {

@@ -5,6 +5,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -238,6 +239,17 @@ print(sorted(n for _, n in socket.if_nameindex()))
 	wantStatus(t, r, StatusOK)
 	if strings.Contains(r.Stdout, "CONNECTED") || strings.Count(r.Stdout, "blocked") != 3 {
 		t.Fatalf("network: %s %s", r.Stdout, r.Stderr)
+	}
+}
+
+// TestGVisorNetworkRefused: a networked run is refused, never given the
+// host's network (gVisor has no per-run network served by the egress
+// policy).
+func TestGVisorNetworkRefused(t *testing.T) {
+	g := gv(t)
+	_, err := gtryRun(t, context.Background(), g, Spec{Limits: Limits{Network: true}, Net: &recordingNet{}, Steps: sh("echo ran")})
+	if !errors.Is(err, ErrGVisorNetwork) {
+		t.Fatalf("got %v, want %v", err, ErrGVisorNetwork)
 	}
 }
 

@@ -43,7 +43,9 @@ type initConfig struct {
 	FileBytes int64
 	CPUTime   time.Duration // RLIMIT_CPU of the last step
 	Network   bool
-	Template  bool // a warm pool's template: see runTemplate
+	// Nameserver goes to /etc/resolv.conf of a networked run ("" : none).
+	Nameserver string
+	Template   bool // a warm pool's template: see runTemplate
 	// Without cgroups (degraded): RLIMIT_AS and RLIMIT_NPROC, 0 = unset.
 	AddressSpace uint64
 	Processes    uint64
@@ -185,8 +187,8 @@ func buildRoot(cfg *initConfig) error {
 	defer unix.Close(workFD)
 	src := fmt.Sprintf("/proc/self/fd/%d", baseFD)
 	var resolv []byte
-	if cfg.Network {
-		resolv, _ = os.ReadFile(filepath.Join(src, "etc/resolv.conf"))
+	if cfg.Network && cfg.Nameserver != "" {
+		resolv = []byte("nameserver " + cfg.Nameserver + "\noptions timeout:2 attempts:2\n")
 	}
 
 	r := newRootDir

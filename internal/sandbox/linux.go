@@ -219,11 +219,11 @@ func (l *Linux) Describe() Isolation {
 		UIDSpan:    idRange,
 		UserNS:     true,
 		UIDMap:     fmt.Sprintf("inside 0-%d -> host %d + slot*%d; code runs as uid %d, no capabilities, no_new_privs", idRange-1, l.hostID(0), idRange, sandboxUID),
-		Namespaces: []string{"user", "mnt", "pid", "ipc", "uts", "net (unless Limits.Network)"},
+		Namespaces: []string{"user", "mnt", "pid", "ipc", "uts", "net (a networked run's served by the egress policy)"},
 		Cgroup:     l.cg.describe(),
 		Degraded:   l.degraded,
-		Seccomp:    "deny-list (mount, namespaces, ptrace, bpf, io_uring, keyrings, modules, ...); sockets AF_UNIX only without network",
-		Network:    "none unless Limits.Network",
+		Seccomp:    "deny-list (mount, namespaces, ptrace, bpf, io_uring, keyrings, modules, ...); sockets AF_UNIX only without network, AF_UNIX/INET/INET6 with",
+		Network:    "none unless Limits.Network; then its own namespace with one interface served by the server's egress policy",
 		RootFS:     rootfs,
 		CPUs:       l.cfg.CPUs,
 		Warm:       l.warmDescribe(),
@@ -370,10 +370,9 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 		return res, err
 	}
 
-	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS)
-	if !lim.Network {
-		flags |= unix.CLONE_NEWNET
-	}
+	// A network namespace of its own always, networked or not: a networked
+	// run's is served by spec.Net, never the host's.
+	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET)
 	idMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(hostID), Size: idRange}}
 	cmd := &exec.Cmd{
 		Path: fmt.Sprintf("/proc/self/fd/%d", l.exe.Fd()),
@@ -420,6 +419,15 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	tPlaced = time.Since(t0)
 	fz := startFreezer(spec, cg)
 	defer fz.end()
+	var nameserver string
+	if lim.Network && spec.Net != nil {
+		// init waits for its config: nothing of the code runs before the
+		// namespace has its network.
+		if err := spec.Net.Attach(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)); err != nil {
+			return abort(fmt.Errorf("sandbox: %w", err))
+		}
+		nameserver = spec.Net.Nameserver()
+	}
 	steps := make([]initStep, len(spec.Steps))
 	for i, st := range spec.Steps {
 		steps[i] = initStep{Name: st.Name, Argv: st.Argv, Timeout: st.Timeout, Stdin: st.Stdin}
@@ -427,6 +435,7 @@ func (l *Linux) run(ctx context.Context, spec Spec, lim Limits, slot int) (Resul
 	icfg := initConfig{
 		Workdir: spec.Workdir, RootFS: l.cfg.RootFS, Files: spec.Files, Env: spec.Env, Steps: steps,
 		DiskBytes: lim.DiskBytes, FileBytes: lim.FileBytes, CPUTime: lim.CPUTime, Network: lim.Network,
+		Nameserver: nameserver,
 	}
 	if l.degraded {
 		icfg.AddressSpace, icfg.Processes = uint64(lim.MemoryBytes), uint64(lim.Pids)

@@ -582,11 +582,46 @@ except OSError as e:
 		t.Fatal("the listener accepted a connection from the sandbox")
 	default:
 	}
-	// Control: with Network the same code reaches the listener, so the
-	// check above would catch a missing network namespace or filter.
-	r = run(t, s, Spec{Limits: Limits{Network: true}, Steps: py(code)})
-	if !strings.Contains(r.Stdout, "hello from host") {
-		t.Fatalf("with Network: %s %s", r.Stdout, r.Stderr)
+	// With Network but nothing serving the run's namespace: TCP/UDP
+	// sockets, still no netlink or packet socket, and still not the host's
+	// network (the namespace has only lo, down).
+	r = run(t, s, Spec{Limits: Limits{Network: true}, Steps: py(strings.Replace(code, `print(fam, "ok")`, `print(int(fam), "ok")`, 1))})
+	want = "2 ok\n10 ok\n16 EAFNOSUPPORT\n17 EAFNOSUPPORT\nunix ok\nconnect ENETUNREACH\n"
+	if r.Stdout != want {
+		t.Fatalf("with Network:\n%s\nwant:\n%s\nstderr: %s", r.Stdout, want, r.Stderr)
+	}
+	select {
+	case <-accepted:
+		t.Fatal("the listener accepted a connection from a networked sandbox")
+	default:
+	}
+}
+
+// recordingNet is a NetAttacher that notes the namespace it was given.
+type recordingNet struct{ ns string }
+
+func (n *recordingNet) Attach(nsPath string) error {
+	link, err := os.Readlink(nsPath)
+	n.ns = link
+	return err
+}
+
+func (n *recordingNet) Nameserver() string { return "192.0.2.53" }
+
+// A networked run's namespace is its own, not the server's, and is handed
+// to Spec.Net before the code runs; resolv.conf names Net's nameserver.
+func TestNetworkOwnNamespace(t *testing.T) {
+	s := sb(t)
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &recordingNet{}
+	r := run(t, s, Spec{Limits: Limits{Network: true}, Net: n, Steps: sh("readlink /proc/self/ns/net; cat /etc/resolv.conf")})
+	wantStatus(t, r, StatusOK)
+	want := n.ns + "\nnameserver 192.0.2.53\noptions timeout:2 attempts:2\n"
+	if n.ns == "" || n.ns == host || r.Stdout != want {
+		t.Fatalf("host %s, attached %q, run saw:\n%s\nwant:\n%s", host, n.ns, r.Stdout, want)
 	}
 }
 

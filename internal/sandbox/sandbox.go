@@ -35,7 +35,10 @@ type Limits struct {
 	OutputBytes int64         // stdout and stderr together
 	DiskBytes   int64         // size of /tmp (the working directory is capped by its owner)
 	FileBytes   int64         // largest file a process may write (RLIMIT_FSIZE)
-	Network     bool          // true allows the host network; false: loopback only, down
+	// Network allows TCP and UDP sockets; the run still has a network
+	// namespace of its own, which Spec.Net serves (without it there is no
+	// interface but lo). false: AF_UNIX only, lo down. Never the host's.
+	Network bool
 }
 
 // Step is one command run inside the sandbox, in order. A step that fails
@@ -79,6 +82,20 @@ type Spec struct {
 	// freeze (no cgroups). A live sandbox (a stateful session) is kept
 	// frozen with it between the calls it serves.
 	Started func(Freezer)
+	// Net serves a networked run's (Limits.Network) namespace; nil leaves
+	// it without any interface.
+	Net NetAttacher
+}
+
+// NetAttacher connects a run's network namespace to the outside on the
+// server's terms (an egress policy). The sandbox knows nothing else of it.
+type NetAttacher interface {
+	// Attach is called once, with the path of the run's network namespace
+	// (/proc/<pid>/ns/net), before any of the run's code starts; an error
+	// fails the run.
+	Attach(nsPath string) error
+	// Nameserver is the address written to the run's /etc/resolv.conf.
+	Nameserver() string
 }
 
 // Freezer stops and resumes every process of a running sandbox (the cgroup
@@ -153,6 +170,9 @@ type Isolation struct {
 	Platform   string       `json:"platform,omitempty"`
 	Kernel     string       `json:"kernel,omitempty"`
 	Warm       *WarmReport  `json:"warm,omitempty"` // nil: no warm pool
+	// Egress is the network policy of networked runs, when a server
+	// wraps the sandbox with one (internal/egress).
+	Egress any `json:"egress,omitempty"`
 }
 
 // CgroupReport describes the cgroup tree runs are limited by.

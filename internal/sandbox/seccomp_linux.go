@@ -84,6 +84,36 @@ func addSeccompRules(f *seccomp.ScmpFilter, network bool) error {
 			return err
 		}
 	}
+	if network {
+		// Only AF_UNIX, AF_INET and AF_INET6: no raw packet, netlink, vsock,
+		// alg, bluetooth... libseccomp takes one check per argument and
+		// rule, so the refused values are ranges, one rule each.
+		noAF := seccomp.ActErrno.SetReturnCode(int16(unix.EAFNOSUPPORT))
+		var conds []seccomp.ScmpCondition
+		for af := uint64(0); af < unix.AF_INET6; af++ {
+			if af == unix.AF_UNIX || af == unix.AF_INET {
+				continue
+			}
+			c, err := seccomp.MakeCondition(0, seccomp.CompareEqual, af)
+			if err != nil {
+				return err
+			}
+			conds = append(conds, c)
+		}
+		// Above AF_INET6, on all 64 bits: junk in the upper half denies.
+		gt, err := seccomp.MakeCondition(0, seccomp.CompareGreater, unix.AF_INET6)
+		if err != nil {
+			return err
+		}
+		conds = append(conds, gt)
+		for _, name := range []string{"socket", "socketpair"} {
+			for _, c := range conds {
+				if err := add(name, noAF, c); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if !network {
 		// Only AF_UNIX sockets: no TCP/UDP/raw/netlink/packet etc. The
 		// comparison is on all 64 bits, so junk in the upper half denies.

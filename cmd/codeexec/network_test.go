@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestNetworkSettingsRefused: settings that cannot be honoured stop the
+// start with what is wrong, rather than run with another network.
+func TestNetworkSettingsRefused(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"CODEEXEC_NETWORK": "allowlist"},
+			"configuration: CODEEXEC_NETWORK=allowlist needs CODEEXEC_NETWORK_ALLOW (domains and CIDRs, comma-separated)"},
+		{map[string]string{"CODEEXEC_NETWORK": "on"},
+			`configuration: CODEEXEC_NETWORK: want off, public or allowlist, got "on"`},
+		{map[string]string{"CODEEXEC_NETWORK": "allowlist", "CODEEXEC_NETWORK_ALLOW": "pypi.org,bad name"},
+			`configuration: CODEEXEC_NETWORK_ALLOW: network allowlist entry "bad name": not a domain name, *.domain, CIDR or address`},
+		{map[string]string{"CODEEXEC_DISABLE_NETWORK": "false", "CODEEXEC_SANDBOX": "gvisor"},
+			"sandbox: network is not supported on the gVisor backend (CODEEXEC_NETWORK must be off with CODEEXEC_SANDBOX=gvisor)"},
+	} {
+		env := c.env
+		err := run(context.Background(), []string{"codeexec", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%v: got %v\nwant %s", env, err, c.want)
+		}
+	}
+}
+
+// TestNetworkServed: with network on, the served binary gives a run its
+// own network under the policy: a private address is denied, said in the
+// answer's stderr and counted in /metrics by reason.
+func TestNetworkServed(t *testing.T) {
+	s := startServer(t, "CODEEXEC_NETWORK=allowlist", "CODEEXEC_NETWORK_ALLOW=pypi.org", "CODEEXEC_POOL_PYTHON=0")
+	code := `import socket\ns = socket.socket(); s.settimeout(5)\ntry:\n    s.connect(('10.0.0.5', 80)); print('open')\nexcept OSError as e:\n    print(type(e).__name__)`
+	status, b := s.request("POST", "/exec", `{"lang":"py","code":"`+code+`"}`)
+	body := string(b)
+	if status != 200 || !strings.Contains(body, `"stdout":"ConnectionRefusedError\n"`) ||
+		!strings.Contains(body, `"stderr":"codeexec: network: connection to 10.0.0.5:80 denied (private address)\n"`) {
+		t.Fatalf("%d %s", status, body)
+	}
+	_, m := s.request("GET", "/metrics", "")
+	metrics := string(m)
+	if !strings.Contains(metrics, `codeexec_network_denied_total{reason="private address"} 1`) {
+		t.Fatalf("metrics:\n%s", metrics)
+	}
+}
