@@ -9,7 +9,10 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-const dnsTTL = 60
+const (
+	dnsTTL  = 60
+	dnsIdle = 10 * time.Second // a DNS flow without questions this long ends
+)
 
 // serveDNS answers the run's DNS queries on one flow until it is idle:
 // A records for names every layer allows, from the server's resolver,

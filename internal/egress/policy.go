@@ -137,19 +137,18 @@ func Narrow(deployment Policy, caller *Policy) []Policy {
 
 // Reasons a connection is denied, also the metric's label values.
 const (
-	ReasonLoopback    = "loopback"
-	ReasonLinkLocal   = "link-local"
-	ReasonPrivate     = "private address"
-	ReasonMetadata    = "metadata address"
-	ReasonSpecial     = "special-purpose address"
-	ReasonMulticast   = "multicast"
-	ReasonHost        = "this host's address"
-	ReasonPolicy      = "not allowed by policy"
-	ReasonConnLimit   = "connection limit"
-	ReasonSNI         = "TLS server name not allowed"
-	ReasonHTTPHost    = "HTTP host not allowed"
-	ReasonDNS         = "name not allowed"
-	ReasonUnreachable = "unreachable"
+	ReasonLoopback  = "loopback"
+	ReasonLinkLocal = "link-local"
+	ReasonPrivate   = "private address"
+	ReasonMetadata  = "metadata address"
+	ReasonSpecial   = "special-purpose address"
+	ReasonMulticast = "multicast"
+	ReasonHost      = "this host's address"
+	ReasonPolicy    = "not allowed by policy"
+	ReasonConnLimit = "connection limit"
+	ReasonSNI       = "TLS server name not allowed"
+	ReasonHTTPHost  = "HTTP host not allowed"
+	ReasonDNS       = "name not allowed"
 )
 
 // alwaysDenied are ranges no policy opens: the host itself, the networks

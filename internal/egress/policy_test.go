@@ -1,16 +1,12 @@
 package egress
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/tls"
 	"golang.org/x/net/dns/dnsmessage"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -137,25 +133,6 @@ func TestRunDNSAnswer(t *testing.T) {
 	}
 	if r.Notes() != "codeexec: network: DNS lookup of evil.test denied (name not allowed)\n" {
 		t.Fatalf("notes %q", r.Notes())
-	}
-}
-
-// peekSNI reads the server name of a real ClientHello without consuming it.
-func TestPeekSNI(t *testing.T) {
-	c1, c2 := net.Pipe()
-	defer c1.Close()
-	defer c2.Close()
-	go func() {
-		tls.Client(c1, &tls.Config{ServerName: "files.example.org"}).Handshake()
-	}()
-	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReaderSize(c2, 17<<10)
-	if got := peekSNI(br); got != "files.example.org" {
-		t.Fatalf("peekSNI = %q", got)
-	}
-	head, _ := br.Peek(1)
-	if !bytes.Equal(head, []byte{0x16}) {
-		t.Fatalf("the hello was consumed: %x", head)
 	}
 }
 

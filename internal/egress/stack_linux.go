@@ -31,7 +31,6 @@ const (
 	nicID       = 1
 	dialTimeout = 10 * time.Second
 	udpIdle     = 30 * time.Second
-	dnsIdle     = 10 * time.Second
 	helloWait   = 10 * time.Second
 )
 
