@@ -189,7 +189,9 @@ func TestStatefulCallHoldsAnExecutionSlot(t *testing.T) {
 // is 429, and the call completes.
 func TestAttackStatefulEvictionQuota(t *testing.T) {
 	e := newEnv(t)
-	m := e.withRuntime(runtime.Config{MaxSessions: 3, PerCaller: 2})
+	// Room for 4 on the server, 2 per caller: without the quota mallory
+	// would hold 3.
+	m := e.withRuntime(runtime.Config{MaxSessions: 4, PerCaller: 2})
 	as := func(user, hint, code string) execResult {
 		return e.live(hint, map[string]any{"lang": "py", "code": code, "user_id": user})
 	}

@@ -593,6 +593,21 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("env %s = %v, want %s", k, e[k], want)
 			}
 		}
+		// The node-wide instance locks that give each pod of a node its own
+		// uid band.
+		locks := ""
+		for _, v := range get(objs["Deployment"], "spec", "template", "spec", "volumes").([]any) {
+			if get(v, "name") == "instance-locks" {
+				locks = fmt.Sprint(get(v, "hostPath", "path"), " ", get(v, "hostPath", "type"))
+			}
+		}
+		mounted := false
+		for _, m := range get(c, "volumeMounts").([]any) {
+			mounted = mounted || get(m, "name") == "instance-locks" && get(m, "mountPath") == "/run/codeexec-instances"
+		}
+		if locks != "/run/codeexec-instances DirectoryOrCreate" || !mounted {
+			t.Errorf("instance locks: volume %q, mounted at /run/codeexec-instances %v", locks, mounted)
+		}
 		if got := get(objs["Deployment"], "spec", "strategy", "type"); got != "Recreate" {
 			t.Errorf("local storage: strategy %v, want Recreate", got)
 		}
