@@ -135,6 +135,10 @@ func TestAttackAuthNoneInvalidJWT(t *testing.T) {
 	up := decode[uploadResult](t, e.uploadAs(bearer(t, "alice"), "/upload", nil, part{"file", "a.txt", []byte("a")}), 200)
 	decode[map[string]string](t, e.do("GET", "/download/"+up.StorageSessionID+"/"+up.Files[0].FileID, nil, "X-API-Key", ""), 404)
 	decode[map[string]string](t, e.do("GET", "/download/"+up.StorageSessionID+"/"+up.Files[0].FileID, nil, "X-API-Key", "", "Authorization", "Bearer "+forged), 401)
+	// Everyone is anonymous here: /health gives the verdict only.
+	if h := decode[map[string]any](t, e.do("GET", "/health", nil, "X-API-Key", ""), 200); len(h) != 1 || h["status"] != "ok" {
+		t.Fatalf("health under AUTH=none: %v", h)
+	}
 }
 
 // bearerIn is bearer for a subject of tenant.
