@@ -284,8 +284,8 @@ print("saved", ax.get_title())
 		done <- fmt.Sprint(code, " ", string(body))
 	}()
 	p.until("the run shown live", `document.querySelector('#live-table tr[data-lang="bash"]') !== null`, 15*time.Second)
-	if got := p.text(`#live-table tr[data-lang="bash"]`); !strings.HasPrefix(got, "bashkey:") {
-		t.Errorf("live row %q: want language then the caller's hashed key", got)
+	if got := p.text(`#live-table tr[data-lang="bash"]`); !strings.HasPrefix(got, "bashkey.") {
+		t.Errorf("live row %q: want language then the caller (its key's principal, a digest)", got)
 	}
 	p.shot("06-live")
 	p.until("the run gone from the live list", `document.querySelector('#live-table tr[data-lang="bash"]') === null`, 30*time.Second)

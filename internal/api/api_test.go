@@ -22,13 +22,22 @@ import (
 
 var urlSafeID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// TestHealthNeedsNoKey: /health answers anyone, but says only ok or
+// degraded without a valid credential; the isolation details (uid ranges,
+// cgroup paths) need the key. Fails with the details given to everyone.
 func TestHealthNeedsNoKey(t *testing.T) {
 	e := newEnv(t)
-	h := decode[map[string]any](t, e.do("GET", "/health", nil, "X-API-Key", ""), 200)
-	if h["status"] != "ok" {
-		t.Fatalf("health: %v", h)
+	for _, hdr := range [][]string{{"X-API-Key", ""}, {"X-API-Key", "wrong"}} {
+		h := decode[map[string]any](t, e.do("GET", "/health", nil, hdr...), 200)
+		if len(h) != 1 || h["status"] != "ok" {
+			t.Fatalf("health with %v: %v", hdr, h)
+		}
 	}
 	decode[map[string]any](t, e.do("GET", "/v1/health", nil, "X-API-Key", ""), 200)
+	h := decode[map[string]any](t, e.do("GET", "/health", nil), 200)
+	if iso, _ := h["isolation"].(map[string]any); h["status"] != "ok" || iso["uid_map"] == nil {
+		t.Fatalf("health with the key: %v", h)
+	}
 }
 
 func TestAuth(t *testing.T) {

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -34,8 +32,14 @@ func TestConsoleTracksExecutions(t *testing.T) {
 	srv := httptest.NewServer(NewServer(Deps{Engine: eng, Store: e.store, Box: e.box, Auth: authn, Log: log,
 		Console: console.New(console.Config{})}))
 	defer srv.Close()
-	sum := sha256.Sum256([]byte(testKey))
-	caller := "key:" + hex.EncodeToString(sum[:8])
+	// The caller is the principal the key authenticates as, never the key.
+	kr := httptest.NewRequest("GET", "/", nil)
+	kr.Header.Set("X-API-Key", testKey)
+	p, err := authn.Authenticate(kr)
+	if err != nil || strings.Contains(p.ID, testKey) {
+		t.Fatalf("principal %q: %v", p.ID, err)
+	}
+	caller := p.ID
 
 	call := func(method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))

@@ -21,7 +21,18 @@ import (
 )
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	h := map[string]any{"status": "ok", "isolation": s.Box.Describe()}
+	iso := s.Box.Describe()
+	status := "ok"
+	if d, _ := iso["degraded"].(bool); d {
+		status = "degraded"
+	}
+	// Without a credential, only the verdict: the details (uid ranges,
+	// cgroup paths, memory figures) help an attacker more than a probe.
+	if p, err := s.Auth.Authenticate(r); err != nil || p.Method == "none" {
+		writeJSON(w, http.StatusOK, map[string]string{"status": status})
+		return
+	}
+	h := map[string]any{"status": status, "isolation": iso}
 	if s.Runtime != nil {
 		h["runtime_sessions"] = s.Runtime.Len()
 	}

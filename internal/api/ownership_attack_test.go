@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,6 +136,10 @@ func TestAttackAuthNoneInvalidJWT(t *testing.T) {
 	up := decode[uploadResult](t, e.uploadAs(bearer(t, "alice"), "/upload", nil, part{"file", "a.txt", []byte("a")}), 200)
 	decode[map[string]string](t, e.do("GET", "/download/"+up.StorageSessionID+"/"+up.Files[0].FileID, nil, "X-API-Key", ""), 404)
 	decode[map[string]string](t, e.do("GET", "/download/"+up.StorageSessionID+"/"+up.Files[0].FileID, nil, "X-API-Key", "", "Authorization", "Bearer "+forged), 401)
+	// Everyone is anonymous here: /health gives the verdict only.
+	if h := decode[map[string]any](t, e.do("GET", "/health", nil, "X-API-Key", ""), 200); len(h) != 1 || h["status"] != "ok" {
+		t.Fatalf("health under AUTH=none: %v", h)
+	}
 }
 
 // bearerIn is bearer for a subject of tenant.
@@ -150,4 +155,40 @@ func decodeBytes(t *testing.T, resp *http.Response, status int) string {
 		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, b)
 	}
 	return string(b)
+}
+
+// TestAttackOutputNames: files the code names with newlines, terminal
+// escape sequences, backslashes ("..\\x") or other control characters are
+// not stored; each is reported, quoted, in artifact_truncation (reason
+// path), and the well-named file beside them is returned. Fails with the
+// output names left unchecked.
+func TestAttackOutputNames(t *testing.T) {
+	if !onBackends(t, cold, warm) {
+		return
+	}
+	e := newEnv(t)
+	r := e.ok(map[string]any{"lang": "bash", "code": `set -e
+printf x > $'new\nline.txt'
+printf x > $'\e[31mred.txt'
+printf x > '..\evil.txt'
+printf x > $'ctl\x01.txt'
+mkdir $'dir\x7f'; printf x > $'dir\x7f/in.txt'
+printf ok > ok.txt`})
+	if len(r.Files) != 1 || r.Files[0].Name != "ok.txt" {
+		t.Fatalf("files: %+v", r.Files)
+	}
+	tr := r.ArtifactTruncation
+	if tr == nil || tr.Reasons["path"] != 5 || tr.SkippedCount != 5 {
+		t.Fatalf("truncation: %+v", tr)
+	}
+	want := []string{`..\\evil.txt`, `ctl\x01.txt`, `dir\x7f/in.txt`, `new\nline.txt`, `\x1b[31mred.txt`}
+	got := append([]string(nil), tr.Skipped...)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("skipped %q, want %q", got, want)
+	}
+	if l := decode[[]string](t, e.do("GET", "/files/"+r.SessionID, nil), 200); len(l) != 1 {
+		t.Fatalf("stored: %v", l)
+	}
 }

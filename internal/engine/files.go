@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"unicode/utf8"
@@ -243,8 +244,11 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 		in := staged[name]
 		f := found{name: name, size: info.Size(), input: in}
 		switch {
-		case len(name) > MaxNameLen || !utf8.ValidString(name):
-			skip("path", name)
+		case !validOutputName(name):
+			// Held to the rules of input names: a name with a newline,
+			// an escape sequence or a backslash would reach LibreChat,
+			// its users' terminals and file systems. Reported quoted.
+			skip("path", quoteName(name))
 		case in != nil && (in.readOnly || in.size == f.size && sameHash(root, name, in.sum)):
 			inherited = append(inherited, f)
 		case f.size > e.limits.FileBytes:
@@ -320,6 +324,19 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 		res.Truncation = trunc
 	}
 	return nil
+}
+
+// validOutputName reports whether a produced file's name passes CleanName
+// (a directory name counts too: every segment of the path is checked).
+func validOutputName(name string) bool {
+	_, err := CleanName(name)
+	return err == nil
+}
+
+// quoteName spells a refused name in printable ASCII, bounded.
+func quoteName(name string) string {
+	q := strconv.QuoteToASCII(truncate(name, 200))
+	return q[1 : len(q)-1]
 }
 
 var (

@@ -95,7 +95,7 @@ func TestImage(t *testing.T) {
 
 	t.Run("health", func(t *testing.T) {
 		var h map[string]any
-		c.getJSON(t, "/health", "", &h)
+		c.getJSON(t, "/health", key, &h)
 		if h["status"] != "ok" || h["isolation"] == nil {
 			t.Fatalf("/health = %v", h)
 		}
@@ -105,7 +105,7 @@ func TestImage(t *testing.T) {
 		// is ready.
 		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
 			var h map[string]any
-			c.getJSON(t, "/health", "", &h)
+			c.getJSON(t, "/health", key, &h)
 			iso, _ := h["isolation"].(map[string]any)
 			warm, _ := iso["warm"].(map[string]any)
 			py, _ := warm["python"].(map[string]any)
@@ -129,7 +129,7 @@ func TestImage(t *testing.T) {
 		// the code is pid 2, as in a cold run.
 		served := func() float64 {
 			var h map[string]any
-			c.getJSON(t, "/health", "", &h)
+			c.getJSON(t, "/health", key, &h)
 			iso, _ := h["isolation"].(map[string]any)
 			warm, _ := iso["warm"].(map[string]any)
 			py, _ := warm["python"].(map[string]any)
