@@ -23,7 +23,7 @@ import (
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	iso := s.Box.Describe()
 	status := "ok"
-	if d, _ := iso["degraded"].(bool); d {
+	if iso.Degraded {
 		status = "degraded"
 	}
 	// Without a credential, only the verdict: the details (uid ranges,
