@@ -278,15 +278,23 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// health asks /health for its details, which need the key.
+func (b *bench) health() (*http.Response, error) {
+	req, _ := http.NewRequest("GET", b.url+"/health", nil)
+	req.Header.Set("X-API-Key", key)
+	return b.client.Do(req)
+}
+
 // waitReady waits for /health and for every warm template to have a child parked.
 func (b *bench) waitReady(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		resp, err := b.client.Get(b.url + "/health")
+		resp, err := b.health()
 		if err == nil {
 			var h struct {
 				Isolation struct {
-					Warm struct {
+					Backend string `json:"backend"`
+					Warm    struct {
 						Python struct {
 							Templates int `json:"templates"`
 							Ready     int `json:"ready"`
@@ -296,7 +304,7 @@ func (b *bench) waitReady(limit time.Duration) error {
 			}
 			err = json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
-			if err == nil && resp.StatusCode == 200 && h.Isolation.Warm.Python.Ready == h.Isolation.Warm.Python.Templates {
+			if err == nil && resp.StatusCode == 200 && h.Isolation.Backend != "" && h.Isolation.Warm.Python.Ready == h.Isolation.Warm.Python.Templates {
 				time.Sleep(time.Second) // the spares behind the first
 				return nil
 			}
@@ -308,7 +316,7 @@ func (b *bench) waitReady(limit time.Duration) error {
 
 // warmServed is the number of runs the server's warm pool has served.
 func (b *bench) warmServed() (int64, error) {
-	resp, err := b.client.Get(b.url + "/health")
+	resp, err := b.health()
 	if err != nil {
 		return 0, err
 	}
