@@ -10,7 +10,7 @@
 # container instead: the sandbox would then work at the host's cgroup root, beside any
 # codeexec running on the host.)
 #
-#   cgroup v1 (hybrid/legacy hosts): remount memory, pids, cpu, cpuacct read-write.
+#   cgroup v1 (hybrid/legacy hosts): remount memory, pids, cpu, cpuacct (and freezer, optional) read-write.
 #   cgroup v2 with a private cgroup namespace (Docker's default on v2 hosts, Kubernetes'):
 #     remount read-write, then move the container's processes into a leaf cgroup "init"
 #     and delegate the controllers to sub-cgroups (the "no internal processes" rule of v2
@@ -39,7 +39,8 @@ writable() { [[ -w $1 ]]; }
 
 setup_v1() {
 	local c d
-	for c in memory pids cpu cpuacct; do
+	# freezer: stateful sessions are frozen between calls (optional).
+	for c in memory pids cpu cpuacct freezer; do
 		d=$(readlink -f "$cg/$c" 2>/dev/null) || continue
 		[[ -d $d ]] || continue
 		writable "$d" && continue

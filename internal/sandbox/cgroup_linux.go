@@ -97,9 +97,11 @@ func newCgroupTree(parent string, instance int) (cgroupTree, error) {
 		_, err := os.Stat(filepath.Join(cgroupRoot, "memory", "memory.memsw.limit_in_bytes"))
 		t.memsw = err == nil
 		// Optional: without it stateful sessions run unfrozen between calls
-		// (Describe says so).
+		// (Describe says so). Mounted read-only (a container whose
+		// entrypoint could not remount it) counts as absent: the other
+		// hierarchies must not be refused for it.
 		_, err = os.Stat(filepath.Join(cgroupRoot, "freezer", "cgroup.procs"))
-		t.freezer = err == nil
+		t.freezer = err == nil && unix.Access(filepath.Join(cgroupRoot, "freezer"), unix.W_OK) == nil
 		return t, nil
 	default:
 		return nil, errors.New("no cgroup filesystem mounted at " + cgroupRoot)

@@ -100,6 +100,12 @@ func TestImage(t *testing.T) {
 			t.Fatalf("/health = %v", h)
 		}
 		t.Logf("isolation: %v", h["isolation"])
+		// On a v1 host the entrypoint remounts the freezer hierarchy too:
+		// stateful sessions are frozen between calls in the container.
+		iso, _ := h["isolation"].(map[string]any)
+		if cg, _ := iso["cgroup"].(map[string]any); cg["version"] == 1.0 && cg["freezer"] != true {
+			t.Errorf("cgroup v1 without the freezer in the container: %v", cg)
+		}
 		// With the documented memlock limit every warm template pins the
 		// pages its runs write (a faster path, not a protection), once it
 		// is ready.
