@@ -101,6 +101,21 @@ func (r *Run) track(c io.Closer) bool {
 	return true
 }
 
+// trackPair tracks a flow's two ends, or closes both when the run is
+// closing.
+func (r *Run) trackPair(in, out io.Closer) bool {
+	if !r.track(in) {
+		out.Close()
+		return false
+	}
+	if !r.track(out) {
+		r.wg.Done()
+		in.Close()
+		return false
+	}
+	return true
+}
+
 func addrOf(a tcpip.Address) netip.Addr {
 	ip, _ := netip.AddrFromSlice(a.AsSlice())
 	return ip.Unmap()
@@ -155,13 +170,7 @@ func (r *Run) forwardTCP(req *tcp.ForwarderRequest) {
 	}
 	req.Complete(false)
 	in := gonet.NewTCPConn(&wq, ep)
-	if !r.track(in) {
-		out.Close()
-		return
-	}
-	if !r.track(out) {
-		r.wg.Done()
-		in.Close()
+	if !r.trackPair(in, out) {
 		return
 	}
 	go r.spliceTCP(in, out.(*net.TCPConn), dst)
@@ -403,13 +412,7 @@ func (r *Run) forwardUDP(req *udp.ForwarderRequest) {
 		return
 	}
 	in := gonet.NewUDPConn(&wq, ep)
-	if !r.track(in) {
-		out.Close()
-		return
-	}
-	if !r.track(out) {
-		r.wg.Done()
-		in.Close()
+	if !r.trackPair(in, out) {
 		return
 	}
 	go r.relayUDP(in, out)
