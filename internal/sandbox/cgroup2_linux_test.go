@@ -74,40 +74,20 @@ type runCgroupSeen struct {
 // namespace), then lets the code finish.
 func cgroupOfRun(t *testing.T, s *Linux, spec Spec) (runCgroupSeen, runOut) {
 	t.Helper()
-	dir, release, err := s.NewWorkdir(16 << 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = release() })
-	spec.Workdir = dir
-	if spec.Env == nil {
-		spec.Env = baseEnv
-	}
-	out, errb := newLineWriter(), newLineWriter()
-	spec.Stdout, spec.Stderr = out, errb
-	type ran struct {
-		res Result
-		err error
-	}
-	done := make(chan ran, 1)
-	go func() {
-		res, err := s.Run(context.Background(), spec)
-		done <- ran{res, err}
-	}()
+	line, finish := firstLineOfRun(t, s, spec)
 	var seen runCgroupSeen
-	select {
-	case line := <-out.first:
+	func() {
 		f := strings.Fields(line)
 		if len(f) != 3 || f[2] != "0::/" {
 			t.Errorf("the run's pid namespace, pid and /proc/self/cgroup: %q, want its own cgroup namespace (0::/)", line)
-			break
+			return
 		}
 		inner, _ := strconv.Atoi(f[1])
 		host := hostCgroupLines(t, hostPidOf(t, f[0], inner))
 		p, ok := strings.CutPrefix(strings.TrimSpace(host), "0::")
 		if !ok {
 			t.Errorf("/proc/PID/cgroup of the run from the host: %q, want a single cgroup v2 line", host)
-			break
+			return
 		}
 		seen.path = p
 		seen.files = map[string]string{}
@@ -123,19 +103,8 @@ func cgroupOfRun(t *testing.T, s *Linux, spec Spec) (runCgroupSeen, runOut) {
 			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
 			seen.procs = append(seen.procs, strings.TrimSpace(string(comm)))
 		}
-	case r := <-done:
-		t.Fatalf("run ended before printing its cgroup: %+v %v\nstdout %q\nstderr %q", r.res, r.err, out.String(), errb.String())
-	case <-time.After(2 * time.Minute):
-		t.Fatal("no /proc/self/cgroup line from the run within 2 minutes")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("Run: %v", r.err)
-	}
-	return seen, runOut{Result: r.res, Stdout: out.String(), Stderr: errb.String(), Workdir: dir}
+	}()
+	return seen, finish()
 }
 
 var runCgroupRE = regexp.MustCompile(`^/codeexec/(\d+)/s(\d+)$`)
