@@ -187,18 +187,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		box = egress.Wrap(box, newEgress(cfg, netPolicy, mets, log))
 	}
 
-	eng := engine.New(mets.Store(store), box, engine.Limits{
-		WallTime:       time.Duration(cfg.MaxExecutionSeconds) * time.Second,
-		CPUTime:        time.Duration(cfg.MaxCPUSecs) * time.Second,
-		MemoryBytes:    cfg.MaxMemoryMB << 20,
-		Pids:           cfg.MaxPids,
-		OutputBytes:    cfg.MaxOutputBytes,
-		DiskBytes:      cfg.MaxDiskMB << 20,
-		FileBytes:      cfg.MaxFileMB << 20,
-		MaxOutputFiles: cfg.MaxOutputFiles,
-		MaxInputFiles:  cfg.MaxInputFiles,
-		Network:        !cfg.DisableNetwork,
-	}, log)
+	eng := engine.New(mets.Store(store), box, engineLimits(cfg), log)
 	if cfg.CompileCacheMB > 0 {
 		// Per process (instances may share RunDir), removed on shutdown.
 		if err := os.MkdirAll(cfg.RunDir, 0o711); err != nil {
@@ -396,7 +385,24 @@ func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 		Python: n, Interpreter: py.Run[0], Env: engine.StepEnv(py),
 		// The engine's limits: parked children are made with them (a
 		// cgroup, /tmp sized for the disk limit) and need no change per run.
-		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids, DiskBytes: cfg.MaxDiskMB << 20},
+		Limits: engineLimits(cfg).Sandbox(0),
+	}
+}
+
+// engineLimits are the configured limits of every execution; the engine
+// maps them to the sandbox's (engine.Limits.Sandbox).
+func engineLimits(cfg *config.Config) engine.Limits {
+	return engine.Limits{
+		WallTime:         time.Duration(cfg.MaxExecutionSeconds) * time.Second,
+		CPUTime:          time.Duration(cfg.MaxCPUSecs) * time.Second,
+		MemoryBytes:      cfg.MaxMemoryMB << 20,
+		Pids:             cfg.MaxPids,
+		OutputBytes:      cfg.MaxOutputBytes,
+		DiskBytes:        cfg.MaxDiskMB << 20,
+		CollectFileBytes: cfg.MaxFileMB << 20,
+		MaxOutputFiles:   cfg.MaxOutputFiles,
+		MaxInputFiles:    cfg.MaxInputFiles,
+		Network:          !cfg.DisableNetwork,
 	}
 }
 

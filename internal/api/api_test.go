@@ -354,7 +354,7 @@ func TestOutputTruncation(t *testing.T) {
 	if !onBackends(t, allBackends...) {
 		return
 	}
-	e := newEnv(t, func(l *engine.Limits, _ *auth.Config) { l.MaxOutputFiles = 5; l.FileBytes = 1 << 20 })
+	e := newEnv(t, func(l *engine.Limits, _ *auth.Config) { l.MaxOutputFiles = 5; l.CollectFileBytes = 1 << 20 })
 	r := e.ok(map[string]any{"lang": "py", "code": "for i in range(8):\n  open(f'f{i}.txt','w').write(str(i))\nopen('big.bin','wb').write(b'x'*(2<<20))"})
 	if len(r.Files) != 5 || r.ArtifactTruncation == nil || r.ArtifactTruncation.Reasons["max_files"] != 3 || r.ArtifactTruncation.Reasons["size"] != 1 ||
 		r.ArtifactTruncation.SkippedCount != 4 || r.ArtifactTruncation.Code != "artifact_truncated" {

@@ -11,7 +11,7 @@ import (
 // its output budget (the disk limit), counted as stored, and the files
 // beyond it are reported in artifact_truncation instead of kept.
 func TestAttackSparseOutputBomb(t *testing.T) {
-	e := newEnv(t) // DiskBytes 64 MiB, FileBytes 8 MiB, 50 output files
+	e := newEnv(t) // DiskBytes 64 MiB, CollectFileBytes 8 MiB, 50 output files
 	r := e.exec(map[string]any{"lang": "bash", "code": "for i in $(seq 1 40); do truncate -s 7M /mnt/data/f$i.bin; done; echo made"})
 	if r.Status != "ok" || r.Stdout != "made\n" || r.Stderr != "" {
 		t.Fatalf("%s %q %q", r.Status, r.Stdout, r.Stderr)

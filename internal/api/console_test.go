@@ -23,7 +23,7 @@ func TestConsoleTracksExecutions(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	eng := engine.New(e.store, e.box, engine.Limits{
 		WallTime: 20 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 256 << 20, Pids: 64,
-		OutputBytes: 1 << 20, DiskBytes: 64 << 20, FileBytes: 8 << 20, MaxOutputFiles: 10, MaxInputFiles: 10,
+		OutputBytes: 1 << 20, DiskBytes: 64 << 20, CollectFileBytes: 8 << 20, MaxOutputFiles: 10, MaxInputFiles: 10,
 	}, log)
 	authn, err := auth.New(auth.Config{Keys: []string{testKey}})
 	if err != nil {

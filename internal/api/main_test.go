@@ -195,7 +195,7 @@ func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 	}
 	limits := engine.Limits{
 		WallTime: 20 * time.Second, CPUTime: 10 * time.Second, MemoryBytes: 256 << 20, Pids: 64,
-		OutputBytes: 1 << 20, DiskBytes: 64 << 20, FileBytes: 8 << 20, MaxOutputFiles: 50, MaxInputFiles: 64,
+		OutputBytes: 1 << 20, DiskBytes: 64 << 20, CollectFileBytes: 8 << 20, MaxOutputFiles: 50, MaxInputFiles: 64,
 	}
 	ac := auth.Config{Keys: []string{testKey}}
 	for _, o := range opts {

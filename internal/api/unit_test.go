@@ -32,7 +32,7 @@ func newUnitEnv(t testing.TB, p sandboxtest.Program, opts ...envOption) (*env, *
 	box := sandboxtest.New(p)
 	limits := engine.Limits{
 		WallTime: 5 * time.Second, CPUTime: 5 * time.Second, MemoryBytes: 64 << 20, Pids: 32,
-		OutputBytes: 1 << 20, DiskBytes: 8 << 20, FileBytes: 1 << 20, MaxOutputFiles: 10, MaxInputFiles: 8,
+		OutputBytes: 1 << 20, DiskBytes: 8 << 20, CollectFileBytes: 1 << 20, MaxOutputFiles: 10, MaxInputFiles: 8,
 	}
 	ac := auth.Config{Keys: []string{testKey}}
 	for _, o := range opts {

@@ -178,7 +178,7 @@ func (e *Engine) run(ctx context.Context, req Request, dir string, stdout, stder
 			return res, err // a compile error is the request's answer, as without the cache
 		}
 		compiled = res
-		if prog, err = readStash(dir, e.limits.FileBytes); err != nil {
+		if prog, err = readStash(dir, e.limits.CollectFileBytes); err != nil {
 			e.log.Warn("compile cache: reading the program", "lang", req.Lang.ID, "err", err)
 			stdout.Reset()
 			stderr.Reset()

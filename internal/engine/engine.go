@@ -35,20 +35,20 @@ var (
 
 // Limits are the server's caps for every execution.
 type Limits struct {
-	WallTime    time.Duration // default and maximum of a request's timeout
-	CPUTime     time.Duration
-	MemoryBytes int64
-	Pids        int
-	OutputBytes int64
-	DiskBytes   int64 // /mnt/data and /tmp, each
-	FileBytes   int64 // largest output file collected back
-	// FilesBytes bounds the bytes of all output files one run stores
+	WallTime         time.Duration // default and maximum of a request's timeout
+	CPUTime          time.Duration
+	MemoryBytes      int64
+	Pids             int
+	OutputBytes      int64
+	DiskBytes        int64 // /mnt/data and /tmp, each
+	CollectFileBytes int64 // largest output file collected back (not RLIMIT_FSIZE: the sandbox caps writes at DiskBytes)
+	// CollectTotalBytes bounds the bytes of all output files one run stores
 	// together, as read (a sparse file counts at its full length); 0 means
 	// DiskBytes, what the run could really write.
-	FilesBytes     int64
-	MaxOutputFiles int
-	MaxInputFiles  int
-	Network        bool
+	CollectTotalBytes int64
+	MaxOutputFiles    int
+	MaxInputFiles     int
+	Network           bool
 }
 
 // Engine runs executions. It is safe for concurrent use.
@@ -365,15 +365,41 @@ func (e *Engine) spec(req Request, dir string) sandbox.Spec {
 		Steps:   steps,
 		Files:   []sandbox.File{{Path: l.SourcePath(req.Code), Data: []byte(req.Code)}},
 		Env:     env,
-		Limits: sandbox.Limits{
-			WallTime:    wall,
-			CPUTime:     e.limits.CPUTime,
-			MemoryBytes: e.limits.MemoryBytes,
-			Pids:        e.limits.Pids,
-			OutputBytes: e.limits.OutputBytes,
-			DiskBytes:   e.limits.DiskBytes,
-			FileBytes:   e.limits.DiskBytes,
-			Network:     e.limits.Network,
-		},
+		Limits:  e.limits.Sandbox(wall),
 	}
+}
+
+// Sandbox is the one mapping of the server's limits to the kernel's limits
+// of a run lasting at most wall (0: the server's wall time). A process may
+// write a file as large as the run's disk (RLIMIT_FSIZE); how much of it is
+// collected back is the engine's own cap (CollectFileBytes, CollectTotalBytes).
+func (l Limits) Sandbox(wall time.Duration) sandbox.Limits {
+	if wall <= 0 {
+		wall = l.WallTime
+	}
+	return sandbox.Limits{
+		WallTime:    wall,
+		CPUTime:     l.CPUTime,
+		MemoryBytes: l.MemoryBytes,
+		Pids:        l.Pids,
+		OutputBytes: l.OutputBytes,
+		DiskBytes:   l.DiskBytes,
+		FileBytes:   l.DiskBytes,
+		Network:     l.Network,
+	}
+}
+
+// liveKernelOutput caps what a stateful session's kernel itself prints:
+// each call's output travels over the kernel's socket under OutputBytes, so
+// the process's own stdout carries only diagnostics.
+const liveKernelOutput = 64 << 10
+
+// Live is the kernel's limits of a stateful session that lives at most
+// lifetime: wall and CPU time are the session's, not one call's (a call's
+// own time limit is the kernel's to enforce).
+func (l Limits) Live(lifetime time.Duration) sandbox.Limits {
+	lim := l.Sandbox(lifetime)
+	lim.CPUTime = lifetime
+	lim.OutputBytes = liveKernelOutput
+	return lim
 }

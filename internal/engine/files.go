@@ -251,7 +251,7 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 			skip("path", quoteName(name))
 		case in != nil && (in.readOnly || in.size == f.size && sameHash(root, name, in.sum)):
 			inherited = append(inherited, f)
-		case f.size > e.limits.FileBytes:
+		case f.size > e.limits.CollectFileBytes:
 			skip("size", name)
 		default:
 			generated = append(generated, f)
@@ -264,7 +264,7 @@ func (e *Engine) collect(ctx context.Context, dir, session, owner string, staged
 
 	res.Files = []OutFile{}
 	budget := e.limits.MaxOutputFiles
-	bytesLeft := e.limits.FilesBytes
+	bytesLeft := e.limits.CollectTotalBytes
 	if bytesLeft <= 0 {
 		bytesLeft = e.limits.DiskBytes
 	}
@@ -358,7 +358,7 @@ func (e *Engine) storeOutput(ctx context.Context, root *os.Root, session, owner 
 	key := storage.Key{Session: session, ID: storage.NewID()}
 	// The sandbox is gone, but bound the read anyway: the size was checked
 	// when the file was listed.
-	limit := min(e.limits.FileBytes, left)
+	limit := min(e.limits.CollectFileBytes, left)
 	obj, err := e.store.Put(ctx, key, io.LimitReader(file, limit+1), storage.Meta{Name: f.name, Owner: owner})
 	if err != nil {
 		return OutFile{}, fmt.Errorf("storing %q: %w", f.name, err)

@@ -28,7 +28,7 @@ import (
 
 var unitLimits = Limits{
 	WallTime: 5 * time.Second, CPUTime: 3 * time.Second, MemoryBytes: 64 << 20, Pids: 32,
-	OutputBytes: 1 << 10, DiskBytes: 8 << 20, FileBytes: 1 << 10, MaxOutputFiles: 4, MaxInputFiles: 3,
+	OutputBytes: 1 << 10, DiskBytes: 8 << 20, CollectFileBytes: 1 << 10, MaxOutputFiles: 4, MaxInputFiles: 3,
 }
 
 // unitLang is a language that needs nothing installed: the fake never runs
@@ -219,13 +219,28 @@ func TestUnitLimitsMapping(t *testing.T) {
 	}
 }
 
+// A stateful kernel gets the run's kernel limits but the session's time:
+// its wall and CPU time are the session's lifetime, its own stdout small.
+func TestUnitLiveLimits(t *testing.T) {
+	lim := unitLimits
+	got := lim.Live(3 * time.Hour)
+	want := sandbox.Limits{WallTime: 3 * time.Hour, CPUTime: 3 * time.Hour, MemoryBytes: lim.MemoryBytes, Pids: lim.Pids,
+		OutputBytes: liveKernelOutput, DiskBytes: lim.DiskBytes, FileBytes: lim.DiskBytes}
+	if got != want {
+		t.Errorf("live limits\n got %+v\nwant %+v", got, want)
+	}
+	if got := lim.Sandbox(0); got.WallTime != lim.WallTime || got.FileBytes != lim.DiskBytes || got.FileBytes == lim.CollectFileBytes {
+		t.Errorf("Sandbox(0) = %+v: the server's wall time, RLIMIT_FSIZE at the disk size", got)
+	}
+}
+
 // Output files beyond the count, the per-file size or the run's byte
 // budget are left out and reported, never stored.
 func TestUnitOutputCaps(t *testing.T) {
 	lim := unitLimits
-	lim.FilesBytes = 1500
+	lim.CollectTotalBytes = 1500
 	eng, _, store := unitEngine(t, lim, func(ctx context.Context, r *sandboxtest.Run) (sandbox.Result, error) {
-		r.WriteFile("big.bin", bytes.Repeat([]byte("b"), 1025)) // over FileBytes
+		r.WriteFile("big.bin", bytes.Repeat([]byte("b"), 1025)) // over CollectFileBytes
 		for i := range 6 {
 			r.WriteFile(fmt.Sprintf("f%d.txt", i), bytes.Repeat([]byte("f"), 700))
 		}
@@ -247,7 +262,7 @@ func TestUnitOutputCaps(t *testing.T) {
 		t.Errorf("%d objects stored, want 2", len(objs))
 	}
 
-	lim.FilesBytes = 0
+	lim.CollectTotalBytes = 0
 	eng, _, _ = unitEngine(t, lim, func(ctx context.Context, r *sandboxtest.Run) (sandbox.Result, error) {
 		for i := range 6 {
 			r.WriteFile(fmt.Sprintf("f%d.txt", i), []byte("f"))

@@ -349,13 +349,9 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 		Started: func(f sandbox.Freezer) { fzc <- f },
 		Steps: []sandbox.Step{{Name: "kernel", Argv: []string{"/usr/bin/python3", "-u", "/tmp/code/kernel.py",
 			"/mnt/data/" + sockDir + "/k.sock", strconv.FormatInt(lim.OutputBytes, 10)}}},
-		Files: []sandbox.File{{Path: "/tmp/code/kernel.py", Data: kernelSource}},
-		Env:   append(append([]string{}, engine.Env...), py.Env...),
-		Limits: sandbox.Limits{
-			WallTime: m.cfg.MaxLifetime, CPUTime: m.cfg.MaxLifetime, MemoryBytes: lim.MemoryBytes,
-			Pids: lim.Pids, OutputBytes: 64 << 10, DiskBytes: lim.DiskBytes, FileBytes: lim.DiskBytes,
-			Network: lim.Network,
-		},
+		Files:  []sandbox.File{{Path: "/tmp/code/kernel.py", Data: kernelSource}},
+		Env:    append(append([]string{}, engine.Env...), py.Env...),
+		Limits: lim.Live(m.cfg.MaxLifetime),
 	}
 	go func() {
 		s.result, s.runErr = m.eng.RunLive(rctx, ws, spec)

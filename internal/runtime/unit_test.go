@@ -88,7 +88,7 @@ func unitManager(t *testing.T, cfg Config) (*Manager, *sandboxtest.Fake) {
 	store := storage.OpenMemory()
 	eng := engine.New(store, box, engine.Limits{
 		WallTime: 2 * time.Second, CPUTime: 2 * time.Second, MemoryBytes: 64 << 20, Pids: 32,
-		OutputBytes: 1 << 20, DiskBytes: 8 << 20, FileBytes: 1 << 20, MaxOutputFiles: 10, MaxInputFiles: 8,
+		OutputBytes: 1 << 20, DiskBytes: 8 << 20, CollectFileBytes: 1 << 20, MaxOutputFiles: 10, MaxInputFiles: 8,
 	}, slog.New(slog.DiscardHandler))
 	m := New(eng, cfg)
 	t.Cleanup(func() {
