@@ -53,11 +53,3 @@ func (s *Server) trackEnd(id uint64, res *engine.Result, err error) {
 		t.End(id, "failed", 0, 0)
 	}
 }
-
-// liveResult is a stateful call's result, if it has one.
-func liveResult(o *runtime.Outcome) *engine.Result {
-	if o == nil {
-		return nil
-	}
-	return o.Result
-}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/codeexec/codeexec/internal/admission"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -15,83 +14,13 @@ import (
 	"time"
 
 	"github.com/codeexec/codeexec/internal/engine"
-	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	iso := s.Box.Describe()
-	status := "ok"
-	if iso.Degraded {
-		status = "degraded"
-	}
-	// Without a credential, only the verdict: the details (uid ranges,
-	// cgroup paths, memory figures) help an attacker more than a probe.
-	if p, err := s.Auth.Authenticate(r); err != nil || p.Method == "none" {
-		writeJSON(w, http.StatusOK, map[string]string{"status": status})
-		return
-	}
-	h := map[string]any{"status": status, "isolation": iso}
-	if s.Runtime != nil {
-		h["runtime_sessions"] = s.Runtime.Len()
-	}
-	if s.Budget != nil {
-		st := s.Budget.Stats()
-		h["memory_budget"] = map[string]any{
-			"total_bytes": st.Total, "reserve_bytes": st.Reserve, "available_bytes": st.Available,
-			"used_bytes": st.Used, "executions_bytes": st.Held[admission.KindExec],
-			"sessions_bytes": st.Held[admission.KindSession], "warm_bytes": st.Held[admission.KindWarm],
-		}
-	}
-	// Liveness: /health stays 200 while draining (the process is fine and
-	// finishing its work); /ready is what turns 503.
-	if s.draining.Load() {
-		h["draining"] = true
-	}
-	writeJSON(w, http.StatusOK, h)
-}
-
-func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
-	// The catch-all matches every method, so the mux never answers 405
-	// itself: a known path asked with another method gets it here.
-	var allow []string
-	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
-		r2 := r.Clone(r.Context())
-		r2.Method = m
-		if _, pattern := s.mux.Handler(r2); pattern != "/" && pattern != "" {
-			allow = append(allow, m)
-		}
-	}
-	if len(allow) > 0 {
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeError(w, http.StatusMethodNotAllowed, "method "+truncateString(r.Method, 20)+" not allowed on "+truncateString(r.URL.Path, 200)+"; allowed: "+strings.Join(allow, ", "))
-		return
-	}
-	writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+truncateString(r.URL.Path, 200))
-}
-
-type languageOut struct {
-	ID        string   `json:"id"`
-	Aliases   []string `json:"aliases"`
-	Name      string   `json:"name"`
-	Version   string   `json:"version"`
-	Available bool     `json:"available"`
-	Missing   string   `json:"missing,omitempty"`
-}
-
-func (s *Server) handleLanguages(w http.ResponseWriter, r *http.Request) {
-	out := []languageOut{}
-	for _, l := range lang.All() {
-		ok, why := engine.Available(l)
-		lo := languageOut{ID: l.ID, Aliases: l.Aliases, Name: l.Name, Available: ok, Missing: why}
-		if ok {
-			lo.Version = s.Engine.Version(l)
-		}
-		out = append(out, lo)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
+// LibreChat's file routes: /upload, /upload/batch, /download, /files and
+// the object routes (metadata, deletes). Every stored object has an owner
+// and every route checks it (ownerVisible).
 
 // ownerVisible reports whether the caller may see obj: its owner's own
 // objects only (package owner has the rule for objects stored before

@@ -12,7 +12,6 @@ import (
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/owner"
-	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
@@ -181,22 +180,9 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 	if req.Language != "" {
 		langID = req.Language
 	}
-	l, ok := s.languageOf(w, langID)
+	ereq, ok := runInput{Lang: langID, LangField: "language", Code: req.Code, Args: req.Args, Stdin: req.Stdin,
+		Timeout: req.Timeout, TimeoutUnit: time.Second}.request(w, r)
 	if !ok {
-		return
-	}
-	if req.Code == nil {
-		writeError(w, http.StatusBadRequest, "code is required")
-		return
-	}
-	args, err := parseArgs(req.Args)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	timeout, err := parseTimeout(req.Timeout, time.Second, "seconds")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 
@@ -207,40 +193,18 @@ func (s *Server) handleSessionExecute(w http.ResponseWriter, r *http.Request) {
 		s.storageError(w, err)
 		return
 	}
-	files := make([]engine.FileRef, 0, len(objs))
+	ereq.Files = make([]engine.FileRef, 0, len(objs))
 	for _, o := range objs {
-		files = append(files, engine.FileRef{Session: rec.ID, ID: o.ID, Name: o.Name})
+		ereq.Files = append(ereq.Files, engine.FileRef{Session: rec.ID, ID: o.ID, Name: o.Name})
 	}
-	ereq := engine.Request{
-		Lang: l, Code: *req.Code, Args: args, Stdin: req.Stdin, Files: files, Timeout: timeout,
-		Session: rec.ID, Owner: principalOf(r).ID, Persist: true,
-	}
-	var out execResponse
+	ereq.Session, ereq.Persist = rec.ID, true
+	var live *liveTarget
 	if rec.Stateful && s.Runtime != nil {
-		release, ok := s.admit(w, r)
-		if !ok {
-			return
-		}
-		track := s.trackBegin(r, l.ID)
-		live, err := s.Runtime.Exec(r.Context(), liveCaller(r, ""), liveKey(rec.ID), ereq)
-		s.trackEnd(track, liveResult(live), err)
-		release()
-		if errors.Is(err, runtime.ErrUnsupported) {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if err != nil {
-			s.engineError(w, r, err)
-			return
-		}
-		out = execResponseOf(live.Result)
-		out.RuntimeSessionID, out.RuntimeStatus = live.RuntimeID, live.Status
-	} else {
-		res, ok := s.execute(w, r, ereq)
-		if !ok {
-			return
-		}
-		out = execResponseOf(res)
+		live = &liveTarget{caller: liveCaller(r, ""), key: liveKey(rec.ID)}
+	}
+	out, ok := s.run(w, r, ereq, live)
+	if !ok {
+		return
 	}
 	s.touch(r.Context(), rec)
 	writeJSON(w, http.StatusOK, struct {

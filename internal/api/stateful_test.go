@@ -9,7 +9,9 @@ import (
 
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/metrics"
 	"github.com/codeexec/codeexec/internal/runtime"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // withRuntime gives the env's server a stateful runtime.
@@ -203,6 +205,52 @@ func TestStatefulV1Session(t *testing.T) {
 	if m.Len() != 0 {
 		t.Fatalf("deleting the session left its interpreter running")
 	}
+}
+
+// A /v1 stateful session runs over the same path as the stateful /exec
+// profile: a language the runtime cannot keep alive is the same 409
+// capability_mismatch, and its calls are counted in the same metric.
+func TestStatefulV1SharesTheExecPath(t *testing.T) {
+	e := newEnv(t)
+	e.withRuntime(runtime.Config{})
+	s := e.srv.Config.Handler.(*Server)
+	s.Metrics = metrics.New(func() float64 { return 0 }, func() float64 { return 0 }, func() float64 { return 0 })
+	sess := decode[v1Session](t, e.post("/v1/sessions", `{"language":"python","stateful":true}`), http.StatusCreated)
+	base := "/v1/sessions/" + sess.SessionID
+	got := decode[map[string]string](t, e.post(base+"/execute", `{"code":"int main(){}","language":"c"}`), http.StatusConflict)
+	if got["error"] != "capability_mismatch" {
+		t.Fatalf("v1 stateful call in C: %v", got)
+	}
+	if r := decode[v1Exec](t, e.post(base+"/execute", `{"code":"print(2)"}`), 200); r.Stdout != "2\n" {
+		t.Fatalf("%+v", r)
+	}
+	if r := e.live("h", map[string]any{"lang": "py", "code": "print(3)"}); r.Stdout != "3\n" {
+		t.Fatalf("%+v", r)
+	}
+	// Both calls are labelled with the run's status, not the session's
+	// ("new"/"reused").
+	if n := testutil.CollectAndCount(s.Metrics.Executions); n != 1 {
+		t.Fatalf("executions series: %d, want one (py, ok)", n)
+	}
+	mfs, err := s.Metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "codeexec_execution_duration_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0]
+		labels := map[string]string{}
+		for _, l := range h.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["status"] != "ok" || h.GetHistogram().GetSampleCount() != 2 {
+			t.Fatalf("executions: labels %v, %d samples; want status ok, 2", labels, h.GetHistogram().GetSampleCount())
+		}
+		return
+	}
+	t.Fatal("no codeexec_execution_duration_seconds metric")
 }
 
 // TestStatefulMemoryLimitCoversTheSession: the memory limit covers the
