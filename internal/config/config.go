@@ -26,7 +26,6 @@ type Config struct {
 	JWTSecret    string   // HS256 secret for JWTs
 	JWTAudience  string
 	JWTIssuer    string
-	GeneratedKey bool // the key was generated at start (none configured)
 
 	// Limits.
 	MaxMemoryMB         int64
