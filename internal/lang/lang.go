@@ -41,6 +41,9 @@ type Language struct {
 	// session that outlives them (Python in its namespace, Bash as a
 	// child of it); programmatic tool calling serves the same languages.
 	Live bool
+	// Ident is how the client names a tool the code calls in this
+	// language (programmatic tool calling): set for the Live languages.
+	Ident *IdentRule
 	// Class, if set, derives {class} from the code (Java's fully qualified
 	// main class); otherwise {class} is the source file name without its
 	// extension.
@@ -120,3 +123,17 @@ func (l *Language) ExpandIn(d Dirs, tmpl []string, code string) []string {
 	}
 	return out
 }
+
+// IdentRule is a language's rule for turning a tool's name into the
+// identifier the code calls it by, as @librechat/agents' normalizers do:
+// white space, '-' and the characters of Separators become '_', other
+// characters that are not [A-Za-z0-9_] are dropped, a leading digit gets
+// '_', and a Reserved word gets "_tool".
+type IdentRule struct {
+	Separators string
+	Reserved   []string
+}
+
+var pyIdent = &IdentRule{Reserved: strings.Fields("False None True and as assert async await break class continue def del elif else except finally for from global if import in is lambda nonlocal not or pass raise return try while with yield")}
+
+var bashIdent = &IdentRule{Separators: ".", Reserved: strings.Fields("if then else elif fi case esac for while until do done in function select time coproc declare typeset local readonly export unset")}

@@ -68,6 +68,7 @@ var table = []*Language{
 		Packages: []string{"python3"},
 		Env:      []string{"MPLBACKEND=Agg", "PYTHONPATH=/mnt/data", "PYTHONDONTWRITEBYTECODE=1"},
 		Live:     true,
+		Ident:    pyIdent,
 	},
 	{
 		// CommonJS, as `node main.js` runs it (Debian's Node 18 or NodeSource's).
@@ -212,5 +213,6 @@ var table = []*Language{
 		Packages: []string{"bash"},
 		Env:      []string{"MPLBACKEND=Agg"},
 		Live:     true,
+		Ident:    bashIdent,
 	},
 }

@@ -134,11 +134,14 @@ type Start struct {
 
 // Tools resolves tool names to the identifiers the code calls, refusing
 // names that vanish or collide under the client's normalisation.
-func Tools(langID string, names []string) ([]Tool, error) {
+func Tools(l *lang.Language, names []string) ([]Tool, error) {
+	if l.Ident == nil {
+		return nil, fmt.Errorf("programmatic tool calling does not run %s", l.Name)
+	}
 	seen := map[string]string{}
 	out := make([]Tool, 0, len(names))
 	for _, n := range names {
-		id := Ident(langID, n)
+		id := Ident(l.Ident, n)
 		if id == "" {
 			return nil, fmt.Errorf("tool name %q has no usable identifier", truncate(n, 64))
 		}
@@ -156,7 +159,7 @@ func Tools(langID string, names []string) ([]Tool, error) {
 
 // Start runs new code and returns its first answer.
 func (m *Manager) Start(ctx context.Context, st Start) (Answer, error) {
-	tools, err := Tools(st.Req.Lang.ID, st.Tools)
+	tools, err := Tools(st.Req.Lang, st.Tools)
 	if err != nil {
 		st.Release()
 		return Answer{}, fmt.Errorf("%w: %v", engine.ErrInvalid, err)
@@ -935,7 +938,7 @@ func (m *Manager) resume(ctx context.Context, caller, tok string, results []Tool
 	if !ok {
 		return Answer{}, fmt.Errorf("%w: pause record names language %q", engine.ErrInvalid, rec.Lang)
 	}
-	tools, err := Tools(l.ID, rec.Tools)
+	tools, err := Tools(l, rec.Tools)
 	if err != nil {
 		return Answer{}, fmt.Errorf("%w: %v", engine.ErrInvalid, err)
 	}
