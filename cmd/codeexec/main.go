@@ -400,15 +400,11 @@ func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
 	}
 }
 
-// networkPolicy is the deployment's egress policy, refused where it cannot
-// be honoured.
+// networkPolicy is the deployment's egress policy.
 func networkPolicy(cfg *config.Config) (egress.Policy, error) {
 	pol, err := egress.ParsePolicy(cfg.NetworkMode, cfg.NetworkAllow)
 	if err != nil {
 		return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
-	}
-	if pol.On() && cfg.Sandbox == "gvisor" {
-		return pol, fmt.Errorf("%w", sandbox.ErrGVisorNetwork)
 	}
 	return pol, nil
 }

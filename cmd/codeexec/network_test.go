@@ -20,8 +20,6 @@ func TestNetworkSettingsRefused(t *testing.T) {
 			`configuration: CODEEXEC_NETWORK: want off, public or allowlist, got "on"`},
 		{map[string]string{"CODEEXEC_NETWORK": "allowlist", "CODEEXEC_NETWORK_ALLOW": "pypi.org,bad name"},
 			`configuration: CODEEXEC_NETWORK_ALLOW: network allowlist entry "bad name": not a domain name, *.domain, CIDR or address`},
-		{map[string]string{"CODEEXEC_DISABLE_NETWORK": "false", "CODEEXEC_SANDBOX": "gvisor"},
-			"sandbox: network is not supported on the gVisor backend (CODEEXEC_NETWORK must be off with CODEEXEC_SANDBOX=gvisor)"},
 	} {
 		env := c.env
 		err := run(context.Background(), []string{"codeexec", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
