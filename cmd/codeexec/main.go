@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -142,6 +143,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Keys: cfg.APIKeys, None: cfg.AuthNone,
 		JWTPublicKey: cfg.JWTPublicKey, JWTSecret: cfg.JWTSecret,
 		Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer,
+		KeyNetwork: cfg.NetworkKeys,
 	})
 	if err != nil {
 		return err
@@ -405,6 +407,11 @@ func networkPolicy(cfg *config.Config) (egress.Policy, error) {
 	pol, err := egress.ParsePolicy(cfg.NetworkMode, cfg.NetworkAllow)
 	if err != nil {
 		return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
+	}
+	for _, id := range slices.Sorted(maps.Keys(cfg.NetworkKeys)) {
+		if _, err := egress.ParseCaller(cfg.NetworkKeys[id]); err != nil {
+			return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_KEYS: %s: %w", id, err)
+		}
 	}
 	return pol, nil
 }

@@ -20,6 +20,18 @@ func TestNetworkSettingsRefused(t *testing.T) {
 			`configuration: CODEEXEC_NETWORK: want off, public or allowlist, got "on"`},
 		{map[string]string{"CODEEXEC_NETWORK": "allowlist", "CODEEXEC_NETWORK_ALLOW": "pypi.org,bad name"},
 			`configuration: CODEEXEC_NETWORK_ALLOW: network allowlist entry "bad name": not a domain name, *.domain, CIDR or address`},
+		{map[string]string{"CODEEXEC_NETWORK": "public", "CODEEXEC_NETWORK_KEYS": "*=off;3f9a1c2b0d1=public"},
+			"configuration: CODEEXEC_NETWORK_KEYS: entry 2: the ID is the key's first 12 hex digits of SHA-256, or *"},
+		{map[string]string{"CODEEXEC_NETWORK": "public", "CODEEXEC_NETWORK_KEYS": "3f9a1c2b0d11 public"},
+			"configuration: CODEEXEC_NETWORK_KEYS: entry 1: want ID=POLICY"},
+		{map[string]string{"CODEEXEC_NETWORK_KEYS": "*=public"},
+			"configuration: CODEEXEC_NETWORK_KEYS narrows the deployment's policy: it needs CODEEXEC_NETWORK public or allowlist"},
+		{map[string]string{"CODEEXEC_NETWORK": "public", "CODEEXEC_NETWORK_KEYS": "*=pypi.org,bad name"},
+			`configuration: CODEEXEC_NETWORK_KEYS: *: network allowlist entry "bad name": not a domain name, *.domain, CIDR or address`},
+		// The key's ID is 2c26b46b68ff ("foo"); a typo leaves no key on the
+		// deployment's policy by mistake.
+		{map[string]string{"CODEEXEC_API_KEY": "foo", "CODEEXEC_NETWORK": "public", "CODEEXEC_NETWORK_KEYS": "2c26b46b68fe=off"},
+			"network policy for key 2c26b46b68fe: no API key has this ID (KeyID: the first 12 hex digits of the key's SHA-256)"},
 	} {
 		env := c.env
 		err := run(context.Background(), []string{"codeexec", "serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)

@@ -439,6 +439,48 @@ for name in ("allowed.test", "other.test"):
 	}
 }
 
+// TestNetworkEgressKeyPolicy: API keys can be given policies of their own
+// (CODEEXEC_NETWORK_KEYS), narrowing the deployment's: one key reaches
+// only its allowlisted name, one has the deployment's policy, and every
+// other key (the "*" entry) has no network.
+func TestNetworkEgressKeyPolicy(t *testing.T) {
+	if !onBackends(t, cold, warm, gvisor) {
+		return
+	}
+	const narrow, wide = "key-narrow-0123456789", "key-wide-0123456789"
+	w := newNetWorld(t)
+	e := w.netEnv(t, egress.Config{
+		Policy: mustPolicy(t, "allowlist", "allowed.test,other.test"),
+		Exempt: []netip.Prefix{netip.MustParsePrefix(netPublic + "/32")},
+	}, func(_ *engine.Limits, a *auth.Config) {
+		a.Keys = append(a.Keys, narrow, wide)
+		a.KeyNetwork = map[string]string{"*": "off", auth.KeyID(narrow): "allowed.test", auth.KeyID(wide): "public"}
+	})
+	code := fmt.Sprintf(`
+import socket, urllib.request
+try:
+    print(urllib.request.urlopen("http://allowed.test:%d/", timeout=5).read().decode())
+except OSError as e:
+    print("fetch", type(e).__name__)
+try:
+    socket.getaddrinfo("other.test", 80, socket.AF_INET); print("other.test resolved")
+except socket.gaierror:
+    print("other.test not resolved")
+`, w.public)
+	for _, c := range []struct {
+		key, out, notes string
+	}{
+		{narrow, "hello from the internet\nother.test not resolved\n", "codeexec: network: DNS lookup of other.test denied (name not allowed)\n"},
+		{wide, "hello from the internet\nother.test resolved\n", ""},
+		{testKey, "fetch URLError\nother.test not resolved\n", ""},
+	} {
+		r := decode[execResult](t, e.post("/exec", map[string]any{"lang": "py", "code": code}, "X-API-Key", c.key), http.StatusOK)
+		if r.Status != "ok" || r.Stdout != c.out || r.Stderr != c.notes {
+			t.Errorf("key %s: status %q\nstdout:\n%s\nwant:\n%s\nstderr:\n%s\nwant:\n%s", c.key, r.Status, r.Stdout, c.out, r.Stderr, c.notes)
+		}
+	}
+}
+
 // TestNetworkEgressUDP: UDP flows go through the same policy: an allowed
 // destination answers, a private one is denied and said so.
 func TestNetworkEgressUDP(t *testing.T) {
