@@ -430,7 +430,7 @@ func newEgress(cfg *config.Config, pol egress.Policy, mets *metrics.Metrics, log
 		}}
 	}
 	log.Info("network on: each run gets its own network under the egress policy", "mode", pol.Mode, "allow", cfg.NetworkAllow,
-		"max_connections", cfg.NetworkMaxConns, "kbps", cfg.NetworkKBps)
+		"max_connections", cfg.NetworkMaxConns, "kbps", cfg.NetworkKBps, "key_policies", len(cfg.NetworkKeys))
 	return egress.New(egress.Config{
 		Policy: pol, MaxConns: cfg.NetworkMaxConns, BytesPerSec: cfg.NetworkKBps << 10, Resolver: res,
 		Denied: func(reason string) { mets.NetworkDenied.WithLabelValues(reason).Inc() }, Log: log,
