@@ -347,7 +347,8 @@ for i in range(3):
 
 // TestNetworkEgressStateful: a live session has one network for its life,
 // under the same policy: the allowed name answers, a private address is
-// refused, in every call. (Live sessions are not served on gVisor.)
+// refused, in every call, and each call's stderr says what it was denied.
+// (Live sessions are not served on gVisor.)
 func TestNetworkEgressStateful(t *testing.T) {
 	if !onBackends(t, cold, warm) {
 		return
@@ -367,11 +368,17 @@ try:
 except OSError as e:
     print(type(e).__name__)
 `, w.public, w.private)
+	// Each call's answer names what that call was denied.
+	wantErr := fmt.Sprintf("codeexec: network: connection to 10.213.77.1:%d denied (private address)\n", w.private)
 	for i := range 2 {
 		r := e.live("net", map[string]any{"lang": "py", "code": code})
-		if r.Status != "ok" || r.Stdout != "hello from the internet\nConnectionRefusedError\n" {
-			t.Fatalf("call %d: %+v", i, r)
+		if r.Status != "ok" || r.Stdout != "hello from the internet\nConnectionRefusedError\n" || r.Stderr != wantErr {
+			t.Fatalf("call %d: %+v\nwant stderr %q", i, r, wantErr)
 		}
+	}
+	r := e.live("net", map[string]any{"lang": "py", "code": "print(1)"})
+	if r.Status != "ok" || r.Stdout != "1\n" || r.Stderr != "" {
+		t.Fatalf("a call denied nothing: %+v", r)
 	}
 }
 
