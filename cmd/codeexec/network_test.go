@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/codeexec/codeexec/internal/testenv"
 )
 
 // TestNetworkSettingsRefused: settings that cannot be honoured stop the
@@ -42,10 +45,20 @@ func TestNetworkSettingsRefused(t *testing.T) {
 }
 
 // TestNetworkServed: with network on, the served binary gives a run its
-// own network under the policy: a private address is denied, said in the
-// answer's stderr and counted in /metrics by reason.
+// own network under the policy, on either backend: a private address is
+// denied, said in the answer's stderr and counted in /metrics by reason.
 func TestNetworkServed(t *testing.T) {
-	s := startServer(t, "CODEEXEC_NETWORK=allowlist", "CODEEXEC_NETWORK_ALLOW=pypi.org", "CODEEXEC_POOL_PYTHON=0")
+	t.Run("native", func(t *testing.T) { testNetworkServed(t) })
+	t.Run("gvisor", func(t *testing.T) {
+		if _, err := exec.LookPath("runsc"); err != nil {
+			testenv.Skip(t, "runsc is not installed (Debian package runsc, scripts/packages.txt)")
+		}
+		testNetworkServed(t, "CODEEXEC_SANDBOX=gvisor")
+	})
+}
+
+func testNetworkServed(t *testing.T, env ...string) {
+	s := startServer(t, append([]string{"CODEEXEC_NETWORK=allowlist", "CODEEXEC_NETWORK_ALLOW=pypi.org", "CODEEXEC_POOL_PYTHON=0"}, env...)...)
 	code := `import socket\ns = socket.socket(); s.settimeout(5)\ntry:\n    s.connect(('10.0.0.5', 80)); print('open')\nexcept OSError as e:\n    print(type(e).__name__)`
 	status, b := s.request("POST", "/exec", `{"lang":"py","code":"`+code+`"}`)
 	body := string(b)
