@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -142,6 +143,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		Keys: cfg.APIKeys, None: cfg.AuthNone,
 		JWTPublicKey: cfg.JWTPublicKey, JWTSecret: cfg.JWTSecret,
 		Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer,
+		KeyNetwork: cfg.NetworkKeys,
 	})
 	if err != nil {
 		return err
@@ -406,15 +408,16 @@ func engineLimits(cfg *config.Config) engine.Limits {
 	}
 }
 
-// networkPolicy is the deployment's egress policy, refused where it cannot
-// be honoured.
+// networkPolicy is the deployment's egress policy.
 func networkPolicy(cfg *config.Config) (egress.Policy, error) {
 	pol, err := egress.ParsePolicy(cfg.NetworkMode, cfg.NetworkAllow)
 	if err != nil {
 		return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_ALLOW: %w", err)
 	}
-	if pol.On() && cfg.Sandbox == "gvisor" {
-		return pol, fmt.Errorf("%w", sandbox.ErrGVisorNetwork)
+	for _, id := range slices.Sorted(maps.Keys(cfg.NetworkKeys)) {
+		if _, err := egress.ParseCaller(cfg.NetworkKeys[id]); err != nil {
+			return pol, fmt.Errorf("configuration: CODEEXEC_NETWORK_KEYS: %s: %w", id, err)
+		}
 	}
 	return pol, nil
 }
@@ -433,7 +436,7 @@ func newEgress(cfg *config.Config, pol egress.Policy, mets *metrics.Metrics, log
 		}}
 	}
 	log.Info("network on: each run gets its own network under the egress policy", "mode", pol.Mode, "allow", cfg.NetworkAllow,
-		"max_connections", cfg.NetworkMaxConns, "kbps", cfg.NetworkKBps)
+		"max_connections", cfg.NetworkMaxConns, "kbps", cfg.NetworkKBps, "key_policies", len(cfg.NetworkKeys))
 	return egress.New(egress.Config{
 		Policy: pol, MaxConns: cfg.NetworkMaxConns, BytesPerSec: cfg.NetworkKBps << 10, Resolver: res,
 		Denied: func(reason string) { mets.NetworkDenied.WithLabelValues(reason).Inc() }, Log: log,

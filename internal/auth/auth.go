@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -32,8 +33,9 @@ type Principal struct {
 	// Method is how the caller authenticated: "api-key", "jwt" or "none".
 	Method string
 	// Network is the caller's own egress policy, from a JWT's
-	// codeexec_network claim ("off", "public" or an allowlist); nil when
-	// the caller has none. It can only narrow the deployment's.
+	// codeexec_network claim or the policy configured for its API key
+	// (Config.KeyNetwork): "off", "public" or an allowlist; nil when the
+	// caller has none. It can only narrow the deployment's.
 	Network *string
 }
 
@@ -57,12 +59,26 @@ type Config struct {
 	JWTSecret    string // HS256
 	Audience     string
 	Issuer       string
+	// KeyNetwork gives API keys a network policy of their own (carried in
+	// Principal.Network): KeyID of the key -> policy, and "*" -> the
+	// policy of every key not named. The IDs keep the keys themselves out
+	// of this setting.
+	KeyNetwork map[string]string
+}
+
+// KeyID names an API key without giving it away: the first 12 hex digits
+// of its SHA-256 (printf %s "$KEY" | sha256sum | cut -c1-12).
+func KeyID(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:6])
 }
 
 // Authenticator checks requests. It is immutable and safe for concurrent use.
 type Authenticator struct {
 	keys [][32]byte // SHA-256 of each key: equal-length constant-time compares
-	none bool
+	// keyNetwork[i] is key i's network policy (nil: none).
+	keyNetwork []*string
+	none       bool
 	// audience and issuer are required of JWTs (for error messages).
 	audience, issuer string
 	verify           jwt.Keyfunc
@@ -75,6 +91,9 @@ func New(c Config) (*Authenticator, error) {
 	a := &Authenticator{none: c.None, audience: c.Audience, issuer: c.Issuer}
 	for _, k := range c.Keys {
 		a.keys = append(a.keys, sha256.Sum256([]byte(k)))
+	}
+	if err := a.setKeyNetwork(c.KeyNetwork); err != nil {
+		return nil, err
 	}
 	switch {
 	case c.JWTPublicKey != "":
@@ -204,7 +223,43 @@ func (a *Authenticator) keyIndex(k string) int {
 // metadata or logs.
 func (a *Authenticator) keyPrincipal(i int) Principal {
 	d := sha256.Sum256(append([]byte("codeexec-owner\x00"), a.keys[i][:]...))
-	return Principal{ID: owner.Key(d[:12]), Method: "api-key"}
+	return Principal{ID: owner.Key(d[:12]), Method: "api-key", Network: a.keyNetwork[i]}
+}
+
+// setKeyNetwork gives each key its policy: its own, else "*"'s. An ID
+// that names no key, or more than one, is refused (a typo would otherwise
+// leave the key on the deployment's policy).
+func (a *Authenticator) setKeyNetwork(m map[string]string) error {
+	a.keyNetwork = make([]*string, len(a.keys))
+	if def, ok := m["*"]; ok {
+		for i := range a.keyNetwork {
+			a.keyNetwork[i] = &def
+		}
+	}
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		if id != "*" {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		pol := m[id]
+		found := -1
+		for i, k := range a.keys {
+			if hex.EncodeToString(k[:6]) == strings.ToLower(id) {
+				if found >= 0 {
+					return fmt.Errorf("network policy for key %s: the ID names two API keys", id)
+				}
+				found = i
+			}
+		}
+		if found < 0 {
+			return fmt.Errorf("network policy for key %s: no API key has this ID (KeyID: the first 12 hex digits of the key's SHA-256)", id)
+		}
+		a.keyNetwork[found] = &pol
+	}
+	return nil
 }
 
 // claims are the parts of LibreChat's token codeexec uses.

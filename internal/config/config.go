@@ -5,6 +5,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"io"
 	"runtime"
@@ -101,6 +102,9 @@ type Config struct {
 	NetworkMaxConns int
 	NetworkKBps     int
 	NetworkDNS      string
+	// NetworkKeys is the network policy of particular API keys: key ID
+	// (auth.KeyID) or "*" (every other key) -> policy as written.
+	NetworkKeys map[string]string
 }
 
 // RateLimit is N requests per Window per caller; N == 0 means no limit.
@@ -156,6 +160,7 @@ var settings = []setting{
 	{name: "CODEEXEC_NETWORK_MAX_CONNECTIONS", def: "64", help: "connections (TCP, and UDP flows) one run may open; more are refused"},
 	{name: "CODEEXEC_NETWORK_KBPS", def: "8192", help: "bandwidth of one run, KiB/s, both directions together"},
 	{name: "CODEEXEC_NETWORK_DNS", def: "", help: "DNS server (host:port) answering the runs' allowed names (default: the host's resolver)"},
+	{name: "CODEEXEC_NETWORK_KEYS", def: "", help: "network policy per API key, narrowing CODEEXEC_NETWORK: ID=POLICY entries separated by ';', ID being the key's first 12 hex digits of SHA-256 (printf %s \"$KEY\" | sha256sum | cut -c1-12) or * for every key not named, POLICY off, public or a comma-separated allowlist (e.g. *=off;3f9a1c2b0d11=public;77e0c1aa5b2f=pypi.org,files.pythonhosted.org)"},
 	{name: "CODEEXEC_MAX_CONCURRENCY", def: "", help: "executions at once (default: number of CPUs)"},
 	{name: "CODEEXEC_MAX_QUEUE", def: "64", help: "executions that may wait for a slot; more get 429"},
 	{name: "CODEEXEC_QUEUE_TIMEOUT_SECONDS", def: "60", help: "longest wait for a slot before 429"},
@@ -289,6 +294,13 @@ func Load(getenv func(string) string) (*Config, error) {
 	if c.NetworkMode == "allowlist" && strings.TrimSpace(c.NetworkAllow) == "" {
 		errs = append(errs, "CODEEXEC_NETWORK=allowlist needs CODEEXEC_NETWORK_ALLOW (domains and CIDRs, comma-separated)")
 	}
+	if keys, err := parseNetworkKeys(v["CODEEXEC_NETWORK_KEYS"]); err != nil {
+		errs = append(errs, "CODEEXEC_NETWORK_KEYS: "+err.Error())
+	} else if len(keys) > 0 && c.NetworkMode == "off" {
+		errs = append(errs, "CODEEXEC_NETWORK_KEYS narrows the deployment's policy: it needs CODEEXEC_NETWORK public or allowlist")
+	} else {
+		c.NetworkKeys = keys
+	}
 	small("CODEEXEC_NETWORK_MAX_CONNECTIONS", &c.NetworkMaxConns, 1)
 	small("CODEEXEC_NETWORK_KBPS", &c.NetworkKBps, 1)
 	boolean("CODEEXEC_SANDBOX_ALLOW_DEGRADED", &c.AllowDegraded)
@@ -410,4 +422,30 @@ func PrintMarkdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |\n", name, def, strings.ReplaceAll(s.help, "|", "\\|"))
 	}
+}
+
+// parseNetworkKeys reads CODEEXEC_NETWORK_KEYS: ID=POLICY entries separated
+// by ';'. The policies are checked by the network layer.
+func parseNetworkKeys(v string) (map[string]string, error) {
+	m := map[string]string{}
+	for i, e := range strings.Split(v, ";") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		id, pol, ok := strings.Cut(e, "=")
+		id, pol = strings.ToLower(strings.TrimSpace(id)), strings.TrimSpace(pol)
+		if !ok || pol == "" {
+			return nil, fmt.Errorf("entry %d: want ID=POLICY", i+1)
+		}
+		if id != "*" {
+			if _, err := hex.DecodeString(id); err != nil || len(id) != 12 {
+				return nil, fmt.Errorf("entry %d: the ID is the key's first 12 hex digits of SHA-256, or *", i+1)
+			}
+		}
+		if _, dup := m[id]; dup {
+			return nil, fmt.Errorf("entry %d: %s is given twice", i+1, id)
+		}
+		m[id] = pol
+	}
+	return m, nil
 }

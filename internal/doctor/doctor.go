@@ -314,7 +314,7 @@ func endToEnd(ctx context.Context, o Options) Check {
 }
 
 // network checks what a networked run needs: a TUN device the server can
-// open, and a backend that serves the runs' networks (not gVisor).
+// open (on every backend: gVisor drives the same per-run namespace).
 func network(o Options) Check {
 	c := Check{Name: "network"}
 	if o.Network == "" || o.Network == "off" {
@@ -322,11 +322,6 @@ func network(o Options) Check {
 		return c
 	}
 	c.Required = true
-	if o.Sandbox == "gvisor" {
-		c.Detail = "CODEEXEC_NETWORK=" + o.Network + " is not supported with CODEEXEC_SANDBOX=gvisor (the server refuses to start)"
-		c.Fix = "CODEEXEC_NETWORK=off, or the native sandbox"
-		return c
-	}
 	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
 	if err != nil {
 		c.Detail = "each networked run needs a TUN device: " + err.Error()

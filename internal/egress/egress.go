@@ -251,6 +251,17 @@ func (r *Run) Notes() string {
 	return b.String()
 }
 
+// TakeNotes is Notes, for a run that answers many calls (a live session):
+// the lines since the last TakeNotes, which it then forgets, so that each
+// call's answer names what that call was denied.
+func (r *Run) TakeNotes() string {
+	s := r.Notes()
+	r.mu.Lock()
+	r.notes, r.dropped, r.seen = nil, 0, map[string]bool{}
+	r.mu.Unlock()
+	return s
+}
+
 // onClose registers cleanup run at Close; false when already closed.
 func (r *Run) onClose(f func()) bool {
 	r.mu.Lock()

@@ -23,6 +23,15 @@ func callerFrom(ctx context.Context) *Policy {
 	return p
 }
 
+type notesKey struct{}
+
+// WithNotes asks for a networked run's denials while it runs: give is
+// called before the run starts with its Run's TakeNotes. For a live session,
+// whose one run answers many calls, each with its own stderr.
+func WithNotes(ctx context.Context, give func(take func() string)) context.Context {
+	return context.WithValue(ctx, notesKey{}, give)
+}
+
 // Sandbox gives every networked run that a sandbox.Sandbox runs its own
 // network under svc's policy, and appends what was denied to its stderr.
 type Sandbox struct {
@@ -45,6 +54,9 @@ func (s *Sandbox) Run(ctx context.Context, spec sandbox.Spec) (sandbox.Result, e
 		return s.Sandbox.Run(ctx, spec)
 	}
 	run := s.svc.NewRun(caller)
+	if give, ok := ctx.Value(notesKey{}).(func(func() string)); ok {
+		give(run.TakeNotes)
+	}
 	spec.Net = run
 	res, err := s.Sandbox.Run(ctx, spec)
 	run.Close()

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/egress"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
@@ -109,7 +110,10 @@ type session struct {
 	// fz freezes the session's sandbox between calls: nothing of it runs
 	// (a background loop left by a call, say) unless a call is running.
 	// Nil when the sandbox cannot freeze.
-	fz       sandbox.Freezer
+	fz sandbox.Freezer
+	// netNotes takes what the session's network denied since it was last
+	// called (nil: no network), for the call's stderr.
+	netNotes func() string
 	seq      int
 	lastUsed time.Time // guarded by Manager.mu
 	dead     bool      // guarded by Manager.mu
@@ -345,6 +349,8 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.MaxLifetime)
 	s.cancel = cancel
 	fzc := make(chan sandbox.Freezer, 1)
+	netc := make(chan func() string, 1)
+	rctx = egress.WithNotes(rctx, func(take func() string) { netc <- take })
 	spec := sandbox.Spec{
 		Started: func(f sandbox.Freezer) { fzc <- f },
 		Steps: []sandbox.Step{{Name: "kernel", Argv: []string{"/usr/bin/python3", "-u", "/tmp/code/kernel.py",
@@ -385,6 +391,11 @@ func (m *Manager) start(ctx context.Context, key string) (*session, error) {
 		}
 	}
 	if a.err == nil {
+		// The network (if any) was made before the kernel started.
+		select {
+		case s.netNotes = <-netc:
+		default:
+		}
 		// Started ran before the kernel did, so the freezer (if any) is here.
 		select {
 		case s.fz = <-fzc:
@@ -531,7 +542,7 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 		default:
 			res.Status = sandbox.StatusTimeout
 		}
-		res.Stderr = fmt.Sprintf("[codeexec] the runtime session ended (%s); its variables are lost, its files are kept\n", res.Status)
+		res.Stderr = s.takeNetNotes() + fmt.Sprintf("[codeexec] the runtime session ended (%s); its variables are lost, its files are kept\n", res.Status)
 		m.cfg.Log.Warn("runtime session ended during a call", "runtime_session", s.id, "status", res.Status, "write", werr, "read", rerr)
 	} else {
 		// Frozen before its files are collected: nothing it left running
@@ -544,7 +555,7 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 				note = "\n[codeexec] the runtime session could not be paused after this call and was ended; its variables are lost, its files are kept\n"
 			}
 		}
-		res.Stdout, res.Stderr, res.ExitCode = a.Stdout, a.Stderr+note, a.ExitCode
+		res.Stdout, res.Stderr, res.ExitCode = a.Stdout, a.Stderr+s.takeNetNotes()+note, a.ExitCode
 		res.Status = sandbox.Status(a.Status)
 		res.WallTime = time.Duration(a.WallMS) * time.Millisecond
 		res.CPUTime = time.Duration(a.CPUMS) * time.Millisecond
@@ -559,6 +570,14 @@ func (m *Manager) call(ctx context.Context, s *session, req engine.Request) (*en
 		return nil, err
 	}
 	return res, nil
+}
+
+// takeNetNotes is what the session's network denied since the last call.
+func (s *session) takeNetNotes() string {
+	if s.netNotes == nil {
+		return ""
+	}
+	return s.netNotes()
 }
 
 // kill ends a session's sandbox now (it is closed by the caller of Exec,

@@ -1,7 +1,5 @@
 package sandbox
 
-import "errors"
-
 // GVisorConfig configures the gVisor backend (NewGVisor). The embedded
 // LinuxConfig means what it means for the native backend: RunDir, Slots,
 // RootFS, Logger, InstanceDir/MaxInstances (shared with native instances,
@@ -16,8 +14,3 @@ type GVisorConfig struct {
 	// runsc hangs with kvm in nested VMs and has no systrap).
 	Platform string
 }
-
-// ErrGVisorNetwork refuses a networked run on the gVisor backend: it has no
-// per-run network served under the egress policy, and never gets the
-// host's.
-var ErrGVisorNetwork = errors.New("sandbox: network is not supported on the gVisor backend (CODEEXEC_NETWORK must be off with CODEEXEC_SANDBOX=gvisor)")

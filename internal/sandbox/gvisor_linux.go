@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -281,7 +282,7 @@ func (g *GVisor) Describe() Isolation {
 		Kernel:   "gVisor sentry (user-space kernel); one sandbox per step",
 		User:     fmt.Sprintf("code runs as uid %d inside gVisor, no capabilities, no_new_privs; host side: gofer (root), sentry (nobody)", sandboxUID),
 		Cgroup:   g.base.cg.describe(),
-		Network:  "none (networked runs are refused: not supported on gVisor)",
+		Network:  "none; a networked run's last step: a network namespace of its own prepared by the server (its egress policy), which gVisor's netstack drives (--network sandbox), never the host's",
 		RootFS:   rootfs,
 		CPUs:     g.cfg.CPUs,
 	}
@@ -306,12 +307,6 @@ func (g *GVisor) Close() error {
 func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := validateSpec(spec); err != nil {
 		return Result{}, err
-	}
-	if spec.Limits.Network {
-		// runsc would need the host's network (--network host) or a
-		// device it can drive in a prepared namespace; neither is done,
-		// and the host's network is never handed out.
-		return Result{}, ErrGVisorNetwork
 	}
 	g.mu.RLock()
 	defer g.mu.RUnlock()
@@ -393,6 +388,26 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 	sink := newOutputSink(lim.OutputBytes, spec.Stdout, spec.Stderr)
 	sink.start(outR, errR)
 
+	// A networked run's last step (the code's) gets a network namespace of
+	// its own, served by spec.Net; runsc removes the addresses it copies
+	// into gVisor, so earlier steps (compilers) run without network.
+	var netNS, resolv string
+	if lim.Network && spec.Net != nil {
+		ns, err := newNetNS()
+		if err != nil {
+			return res, fmt.Errorf("sandbox: network namespace: %w", err)
+		}
+		defer ns.Close()
+		netNS = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
+		if err := spec.Net.Attach(netNS); err != nil {
+			return res, fmt.Errorf("sandbox: %w", err)
+		}
+		resolv = filepath.Join(runDir, "resolv.conf")
+		if err := os.WriteFile(resolv, []byte("nameserver "+spec.Net.Nameserver()+"\noptions timeout:2 attempts:2\n"), 0o644); err != nil {
+			return res, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+
 	// Each step is a runsc process of its own; the watchdog kills the
 	// current one and whatever of the sandbox outlives it in the cgroup.
 	var (
@@ -424,13 +439,18 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 	for i, st := range spec.Steps {
 		last := i == len(spec.Steps)-1
 		bundle := filepath.Join(runDir, "b"+strconv.Itoa(i))
-		stdin, err := g.writeBundle(bundle, spec, lim, i, tmpDir, cgPath)
+		stepNS, stepResolv, network := "", "", "none"
+		if last && netNS != "" {
+			stepNS, stepResolv, network = netNS, resolv, "sandbox"
+		}
+		stdin, err := g.writeBundle(bundle, spec, lim, i, tmpDir, cgPath, stepNS, stepResolv)
 		if err != nil {
 			return res, fmt.Errorf("sandbox: bundle: %w", err)
 		}
 		pidFile := filepath.Join(bundle, "pid")
+		// No GSO: the namespace's device is a TUN device without offloads.
 		args := []string{"--root", filepath.Join(runDir, "state"), "--platform", g.cfg.Platform, "--oci-seccomp",
-			"--network", "none",
+			"--network", network, "--gso=false", "--software-gso=false",
 			"run", "--bundle", bundle, "--pid-file", pidFile,
 			fmt.Sprintf("codeexec-%d-%d-%d", g.base.instance, seq, i)}
 		cmd := exec.Command(g.cfg.Runsc, args...)
@@ -444,8 +464,13 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 			dog.armCPU()
 		}
 		lastStep = i
+		release := func() {}
 		curMu.Lock()
-		err = cmd.Start()
+		if stepNS != "" {
+			release, err = startRunscNetworked(cmd)
+		} else {
+			err = cmd.Start()
+		}
 		if err == nil {
 			cur = cmd
 		}
@@ -459,6 +484,7 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		}
 		dog.stepLimit(st.Timeout)
 		cmd.Wait()
+		release()
 		dog.stepLimit(0)
 		curMu.Lock()
 		cur = nil
@@ -573,7 +599,9 @@ func writeHostFiles(tmpDir string, files []File) error {
 }
 
 // writeBundle writes the OCI bundle of step i and opens its stdin.
-func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, cgPath string) (*os.File, error) {
+// netNS, when set, is the network namespace the step's sandbox joins, and
+// resolv the file bound to its /etc/resolv.conf.
+func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, cgPath, netNS, resolv string) (*os.File, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -643,6 +671,9 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 		specs.Mount{Destination: "/tmp", Type: "bind", Source: tmpDir, Options: []string{"rbind", "rw", "nosuid", "nodev"}},
 		specs.Mount{Destination: "/mnt/data", Type: "bind", Source: spec.Workdir, Options: []string{"rbind", "rw", "nosuid", "nodev"}},
 	)
+	if resolv != "" {
+		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: resolv, Options: ro})
+	}
 	s := specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
@@ -665,8 +696,11 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 			},
 		},
 	}
-	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netNS})
 	s.Linux.Seccomp = gvisorSeccomp()
+	if netNS != "" {
+		gvisorSocketFamilies(s.Linux.Seccomp)
+	}
 	data, err := json.Marshal(&s)
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600)
@@ -676,4 +710,88 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 		return nil, err
 	}
 	return stdin, nil
+}
+
+// gvisorSocketFamilies limits a networked step's sockets to AF_UNIX,
+// AF_INET and AF_INET6, as natively: no netlink, packet, vsock or alg
+// socket, whatever gVisor implements.
+func gvisorSocketFamilies(sc *specs.LinuxSeccomp) {
+	noAF := uint(unix.EAFNOSUPPORT)
+	deny := func(op specs.LinuxSeccompOperator, af uint64) {
+		sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActErrno, ErrnoRet: &noAF,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Value: af, Op: op}}})
+	}
+	for af := uint64(0); af < unix.AF_INET6; af++ {
+		if af != unix.AF_UNIX && af != unix.AF_INET {
+			deny(specs.OpEqualTo, af)
+		}
+	}
+	deny(specs.OpGreaterThan, unix.AF_INET6)
+}
+
+// newNetNS makes an empty network namespace and returns a handle to it; the
+// namespace lives as long as something holds it (the handle, a sandbox).
+func newNetNS() (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer self.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		f, err := os.Open("/proc/thread-self/ns/net")
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the goroutine ends locked and its thread is destroyed
+		ch <- result{f, err}
+	}()
+	r := <-ch
+	return r.f, r.err
+}
+
+// startRunscNetworked starts cmd (runsc, whose bundle names a prepared
+// network namespace) from a thread of its own in a private mount namespace
+// where /proc/sys/net is hidden. runsc up to at least 20221219 takes any
+// namespace with /proc/sys/net/core/rmem_default for the host's and refuses
+// it; since Linux 6.x every namespace has the file. Nothing else of runsc
+// or gVisor reads /proc/sys/net with --network sandbox. The thread lives
+// until release is called after cmd.Wait: cmd's Pdeathsig fires when the
+// thread that started it ends.
+func startRunscNetworked(cmd *exec.Cmd) (release func(), err error) {
+	done := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread is thrown away with its namespace.
+		runtime.LockOSThread()
+		err := unix.Unshare(unix.CLONE_NEWNS)
+		if err == nil {
+			err = unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+		}
+		if err == nil {
+			err = unix.Mount("tmpfs", "/proc/sys/net", "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=0555")
+		}
+		if err == nil {
+			err = cmd.Start()
+		}
+		started <- err
+		if err == nil {
+			<-done
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return func() { close(done) }, nil
 }

@@ -5,12 +5,13 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/codeexec/codeexec/internal/testenv"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // gv returns a fresh gVisor sandbox, closed at the end of the test. Without
@@ -242,15 +245,103 @@ print(sorted(n for _, n in socket.if_nameindex()))
 	}
 }
 
-// TestGVisorNetworkRefused: a networked run is refused, never given the
-// host's network (gVisor has no per-run network served by the egress
-// policy).
-func TestGVisorNetworkRefused(t *testing.T) {
+// tunNet is a NetAttacher that gives the namespace an eth0 (a TUN device,
+// as the egress layer does) with 192.0.2.10/24 and a default route.
+type tunNet struct {
+	attached int
+	dev      *os.File
+}
+
+func (n *tunNet) Attach(nsPath string) error {
+	n.attached++
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with the namespace it entered.
+		runtime.LockOSThread()
+		ns, err := os.Open(nsPath)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		n.dev = os.NewFile(uintptr(fd), "tun")
+		ifr, _ := unix.NewIfreq("eth0")
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+		var lo, link netlink.Link
+		if err == nil {
+			lo, err = netlink.LinkByName("lo")
+		}
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err == nil {
+			link, err = netlink.LinkByName("eth0")
+		}
+		addr, _ := netlink.ParseAddr("192.0.2.10/24")
+		if err == nil {
+			err = netlink.AddrAdd(link, addr)
+		}
+		if err == nil {
+			err = netlink.LinkSetUp(link)
+		}
+		if err == nil {
+			err = netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("192.0.2.1")})
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+func (n *tunNet) Nameserver() string { return "192.0.2.53" }
+
+// TestGVisorNetworkOwnNamespace: a networked run's last step runs in the
+// network namespace handed to Spec.Net (gVisor's netstack takes over its
+// eth0, address and route), with resolv.conf naming Net's nameserver and
+// only AF_UNIX/INET/INET6 sockets; an earlier step (a compiler) has
+// loopback only, and gVisor's own socket families.
+func TestGVisorNetworkOwnNamespace(t *testing.T) {
 	g := gv(t)
-	_, err := gtryRun(t, context.Background(), g, Spec{Limits: Limits{Network: true}, Net: &recordingNet{}, Steps: sh("echo ran")})
-	if !errors.Is(err, ErrGVisorNetwork) {
-		t.Fatalf("got %v, want %v", err, ErrGVisorNetwork)
+	probe := `import socket
+print(sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]))
+print(repr(open("/etc/resolv.conf").read()))
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("192.0.2.1", 53)); print(s.getsockname()[0])
+except OSError as e:
+    print(type(e).__name__)
+import errno
+for name, fam, typ in (("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, socket.SOCK_STREAM), ("AF_NETLINK", 16, socket.SOCK_RAW), ("AF_ALG", 38, socket.SOCK_SEQPACKET),):
+    try:
+        socket.socket(fam, typ).close()
+        print(name + ": created")
+    except OSError as e:
+        print(name + ":", errno.errorcode.get(e.errno, e.errno))
+`
+	n := &tunNet{}
+	t.Cleanup(func() {
+		if n.dev != nil {
+			n.dev.Close()
+		}
+	})
+	step := func(name string) Step { return Step{Name: name, Argv: []string{"python3", "-c", probe}} }
+	r := grun(t, g, Spec{Limits: Limits{Network: true}, Net: n, Steps: []Step{step("compile"), step("run")}})
+	wantStatus(t, r, StatusOK)
+	// Refused with EPERM: this runsc ignores the OCI rule's errnoRet.
+	want := "['lo']\n''\nOSError\nAF_PACKET: EPERM\nAF_VSOCK: EAFNOSUPPORT\nAF_NETLINK: created\nAF_ALG: EAFNOSUPPORT\n" +
+		"['eth0', 'lo']\n'nameserver 192.0.2.53\\noptions timeout:2 attempts:2\\n'\n192.0.2.10\nAF_PACKET: EPERM\nAF_VSOCK: EPERM\nAF_NETLINK: EPERM\nAF_ALG: EPERM\n"
+	if n.attached != 1 || r.Stdout != want {
+		t.Fatalf("attached %d times; run saw:\n%s\nwant:\n%s\nstderr: %s", n.attached, r.Stdout, want, r.Stderr)
 	}
+	gwantClean(t, g)
 }
 
 func TestGVisorMemoryLimit(t *testing.T) {
