@@ -102,6 +102,18 @@ const preAdmitBytes = 64 << 10
 // admission, so the execution does not queue again; release must be called
 // when done.
 func (s *Server) admitBeforeBody(w http.ResponseWriter, r *http.Request) (*http.Request, func(), bool) {
+	r, _, ok := s.readHead(w, r)
+	if !ok {
+		return r, nil, false
+	}
+	return s.admitNow(w, r)
+}
+
+// readHead reads at most preAdmitBytes of the request's body (answering
+// itself, and returning false, for a body declared over MaxJSONBytes or
+// one that breaks off) and returns them; the returned request's body
+// still reads whole.
+func (s *Server) readHead(w http.ResponseWriter, r *http.Request) (*http.Request, []byte, bool) {
 	if r.ContentLength > s.Limits.MaxJSONBytes {
 		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.Limits.MaxJSONBytes))
@@ -120,6 +132,12 @@ func (s *Server) admitBeforeBody(w http.ResponseWriter, r *http.Request) (*http.
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head[:n]), r.Body), r.Body}
+	return r, head[:n], true
+}
+
+// admitNow takes the request's execution slot; the returned request
+// carries the admission, so the execution does not queue again.
+func (s *Server) admitNow(w http.ResponseWriter, r *http.Request) (*http.Request, func(), bool) {
 	release, ok := s.admit(w, r)
 	if !ok {
 		return r, nil, false

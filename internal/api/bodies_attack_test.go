@@ -106,3 +106,67 @@ func TestAttackBodiesBeforeAdmission(t *testing.T) {
 		t.Fatalf("the other caller's request: %+v", r)
 	}
 }
+
+// TestAttackProgrammaticBodiesBeforeAdmission: /exec/programmatic reads a
+// new run's body as /exec does: while every slot is taken, a queued 48 MiB
+// body is not read, and runs once admitted. A continuation is not queued
+// behind the slot its own paused run holds: with that run holding the
+// only slot, a 1 MiB continuation is read and completes the run. Fails
+// with the body decoded before admission (the queued body is read whole),
+// or with every large body admitted before it is read (the continuation
+// waits on its own run until its pause limit or the queue gives up).
+func TestAttackProgrammaticBodiesBeforeAdmission(t *testing.T) {
+	if !onBackends(t, cold) { // HTTP and admission: the backend plays no part
+		return
+	}
+	e := newEnv(t)
+	srv := e.server()
+	adm := admission.New(1, 8, 20*time.Second)
+	srv.Admission = adm
+	srv.Limits.MaxJSONBytes = 128 << 20
+
+	release, _, err := adm.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 48 << 20
+	prefix := `{"lang":"py","code":"print('ran')","tools":[],"padding":"`
+	body := &countingReader{r: io.MultiReader(strings.NewReader(prefix), strings.NewReader(strings.Repeat("x", size)), strings.NewReader(`"}`))}
+	queued := make(chan ptcAnswer, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/exec/programmatic", body)
+		req.ContentLength = int64(len(prefix) + size + 2)
+		req.Header.Set("X-API-Key", testKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			queued <- ptcAnswer{}
+			return
+		}
+		queued <- decode[ptcAnswer](t, resp, 200)
+	}()
+	// A server that decodes first has read all of it before it queues.
+	until(t, 20*time.Second, "the large programmatic request never queued", func() bool { return adm.Stats().Queued == 1 })
+	n := body.n.Load()
+	t.Logf("the client sent %d bytes of the queued body", n)
+	if n >= 24<<20 {
+		t.Fatalf("the queued programmatic request's body was read while it waited: %d bytes", n)
+	}
+	release()
+	if a := <-queued; a.Status != "completed" || a.Stdout != "ran\n" {
+		t.Fatalf("the queued request, once admitted: %+v", a)
+	}
+
+	// A paused run holds the only slot; its large continuation is served.
+	a := decode[ptcAnswer](t, e.post("/exec/programmatic", `{"code":"print(len(await echo()))","tools":[{"name":"echo"}]}`), 200)
+	if a.Status != "tool_call_required" || len(a.ToolCalls) != 1 || adm.Stats().Running != 1 {
+		t.Fatalf("%+v (running %d)", a, adm.Stats().Running)
+	}
+	result := strings.Repeat("r", 1<<20)
+	cont := `{"continuation_token":"` + a.ContinuationToken + `","tool_results":[{"call_id":"` + a.ToolCalls[0].ID + `","result":"` + result + `","is_error":false}]}`
+	if a := decode[ptcAnswer](t, e.post("/exec/programmatic", cont), 200); a.Status != "completed" || a.Stdout != "1048576\n" {
+		t.Fatalf("the large continuation: %+v", a)
+	}
+	until(t, 5*time.Second, "the run's slot was not given back", func() bool { return adm.Stats().Running == 0 })
+}

@@ -22,11 +22,11 @@ import (
 // the object routes (metadata, deletes). Every stored object has an owner
 // and every route checks it (ownerVisible).
 
-// ownerVisible reports whether the caller may see obj: its owner's own
-// objects only (package owner has the rule for objects stored before
-// owners were recorded).
-func ownerVisible(r *http.Request, obj storage.Object) bool {
-	return owner.Visible(obj.Owner, principalOf(r).ID)
+// ownerReadable reports whether the caller may read obj: its owner's own
+// objects, and the agent and skill files of its JWT tenant (package owner
+// has the rules, also for objects stored before owners were recorded).
+func ownerReadable(r *http.Request, obj storage.Object) bool {
+	return owner.Readable(obj.Owner, principalOf(r).ID)
 }
 
 // --- upload ---
@@ -104,12 +104,17 @@ func (s *Server) storeUpload(r *http.Request, session string, part *multipart.Pa
 	if err != nil {
 		return 0, each(filename, storage.Object{}, err)
 	}
-	// Every upload, whatever its kind (user, agent, skill), belongs to the
-	// principal that sent it.
+	// Every upload belongs to the principal that sent it (and counts
+	// against its quota); agent and skill files, which LibreChat shares
+	// between the users of an agent, are readable by its whole tenant.
+	own := principalOf(r).ID
+	if f.kind == "agent" || f.kind == "skill" {
+		own = owner.Shared(own)
+	}
 	limit := s.Limits.MaxUploadBytes
 	lr := &limitedReader{r: part, left: limit}
 	obj, err := s.Store.Put(r.Context(), storage.Key{Session: session, ID: storage.NewID()}, lr,
-		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: principalOf(r).ID, ContentType: partType(part, name)})
+		storage.Meta{Name: name, ReadOnly: f.readOnly, Owner: own, ContentType: partType(part, name)})
 	if lr.exceeded {
 		return http.StatusRequestEntityTooLarge, errors.New("File size limit exceeded")
 	}
@@ -308,11 +313,12 @@ func (s *Server) storageFull(w http.ResponseWriter, err error) {
 // --- download, list, info, delete ---
 
 // lookup finds the path's file, answering 404 itself when it is missing or
-// not the caller's.
-func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (storage.Key, storage.Object, bool) {
+// the caller may not see it (may reports whether it may: owner.Readable
+// to read, owner.Visible to delete).
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request, may func(obj, caller string) bool) (storage.Key, storage.Object, bool) {
 	key := storage.Key{Session: r.PathValue("session_id"), ID: r.PathValue("file_id")}
 	obj, err := s.Store.Stat(r.Context(), key)
-	if err == nil && !ownerVisible(r, obj) {
+	if err == nil && !may(obj.Owner, principalOf(r).ID) {
 		err = storage.ErrNotFound
 	}
 	if errors.Is(err, storage.ErrNotFound) {
@@ -331,7 +337,7 @@ func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r, s.Rates.Download, "download") {
 		return
 	}
-	key, _, ok := s.lookup(w, r)
+	key, _, ok := s.lookup(w, r, owner.Readable)
 	if !ok {
 		return
 	}
@@ -383,7 +389,7 @@ func (s *Server) handleListFiles(w http.ResponseWriter, r *http.Request) {
 	}
 	visible := objs[:0]
 	for _, o := range objs {
-		if ownerVisible(r, o) {
+		if ownerReadable(r, o) {
 			visible = append(visible, o)
 		}
 	}
@@ -415,7 +421,7 @@ func (s *Server) handleListFiles(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleObjectInfo(w http.ResponseWriter, r *http.Request) {
-	_, o, ok := s.lookup(w, r)
+	_, o, ok := s.lookup(w, r, owner.Readable)
 	if !ok {
 		return
 	}
@@ -427,7 +433,8 @@ func (s *Server) handleObjectInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDeleteFile(w http.ResponseWriter, r *http.Request) {
-	key, _, ok := s.lookup(w, r)
+	// Only the uploader deletes a file its tenant shares.
+	key, _, ok := s.lookup(w, r, owner.Visible)
 	if !ok {
 		return
 	}

@@ -10,18 +10,19 @@ import (
 
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
+	"github.com/codeexec/codeexec/internal/owner"
 	"github.com/codeexec/codeexec/internal/storage"
 )
 
 const otherKey = "second-key-abcdefghij"
 
 // TestAttackOwnership: every kind of stored object (a user upload, a
-// kind=agent upload, a shared key's upload, a batch upload, a run's output,
-// a /v1 session and its files) is its owner's only: another principal (a
-// JWT subject, another API key, a JWT of another tenant whose old-style
-// "<tenant>:<sub>" spelling collides) gets 404 on every route, and 403 when
-// it names the file in /exec. Fails with owner.Visible answering true, or
-// with uploads of kind=agent or by a key left unowned.
+// shared key's upload, a batch upload, a run's output, a /v1 session and
+// its files) is its owner's only: another principal (a JWT subject,
+// another API key, a JWT of another tenant whose old-style "<tenant>:<sub>"
+// spelling collides) gets 404 on every route, and 403 when it names the
+// file in /exec. Fails with owner.Visible answering true, or with uploads
+// by a key left unowned. (Agent files: TestAttackSharedAgentFiles.)
 func TestAttackOwnership(t *testing.T) {
 	if !onBackends(t, cold) { // storage and routing: the backend plays no part
 		return
@@ -39,8 +40,8 @@ func TestAttackOwnership(t *testing.T) {
 	type object struct{ what, sid, id, name, content string }
 	var objs []object
 	add := func(who []string, what string) {
-		up := decode[uploadResult](t, e.uploadAs(who, "/upload", map[string]string{"kind": "agent", "id": "agent_1"}, part{"file", "a.txt", []byte(what)}), 200)
-		objs = append(objs, object{what + " kind=agent upload", up.StorageSessionID, up.Files[0].FileID, "a.txt", what})
+		up := decode[uploadResult](t, e.uploadAs(who, "/upload", map[string]string{"kind": "user", "id": "user_1"}, part{"file", "a.txt", []byte(what)}), 200)
+		objs = append(objs, object{what + " kind=user upload", up.StorageSessionID, up.Files[0].FileID, "a.txt", what})
 		up = decode[uploadResult](t, e.uploadAs(who, "/upload/batch", nil, part{"file", "b.txt", []byte(what + "b")}), 200)
 		objs = append(objs, object{what + " batch upload", up.StorageSessionID, up.Files[0].FileID, "b.txt", what + "b"})
 		r := decode[execResult](t, e.post("/exec", map[string]any{"lang": "bash", "code": "printf '" + what + "o' > o.txt"}, who...), 200)
@@ -117,6 +118,91 @@ func TestAttackOwnership(t *testing.T) {
 			decode[map[string]string](t, e.do("GET", "/download/"+k.Session+"/"+k.ID, nil, who...), 404)
 		}
 	}
+}
+
+// TestAttackSharedAgentFiles: an agent's (or skill's) files are read by
+// every user of the agent in the uploader's JWT tenant, as LibreChat shares
+// them: another subject of that tenant downloads them, reads their
+// metadata, lists them and runs code on them, but cannot delete them; a
+// subject of another tenant (also one whose old "<tenant>:<sub>" spelling
+// collides) and another API key get 404, and 403 on /exec; a user's own
+// files stay its own in the same tenant; the bytes count against the
+// uploader's quota only. Fails with uploads of kind=agent owned by the
+// uploader alone (bob's reads), or with owner.Readable not checking the
+// tenant (the other tenants' reads).
+func TestAttackSharedAgentFiles(t *testing.T) {
+	if !onBackends(t, cold) { // storage and routing: the backend plays no part
+		return
+	}
+	e := newEnv(t, func(_ *engine.Limits, a *auth.Config) {
+		a.JWTSecret, a.Audience, a.Issuer = jwtSecret, "codeapi", "librechat"
+		a.Keys = append(a.Keys, otherKey)
+	})
+	alice, bob := bearerIn(t, "t1", "alice"), bearerIn(t, "t1", "bob")
+	strangers := [][]string{bearerIn(t, "t2", "alice"), bearerIn(t, "t1:alice", "x"), bearerIn(t, "t", "1"),
+		{"X-API-Key", testKey}, {"X-API-Key", otherKey}}
+	type object struct{ sid, id, name, content string }
+	upload := func(who []string, path string, fields map[string]string, name, content string) object {
+		up := decode[uploadResult](t, e.uploadAs(who, path, fields, part{"file", name, []byte(content)}), 200)
+		return object{up.StorageSessionID, up.Files[0].FileID, name, content}
+	}
+	shared := []object{
+		upload(alice, "/upload", map[string]string{"kind": "agent", "id": "agent_1"}, "a.txt", "agent file"),
+		upload(alice, "/upload/batch", map[string]string{"kind": "skill", "id": "skill_1", "version": "1"}, "SKILL.md", "skill file"),
+	}
+	private := upload(alice, "/upload", map[string]string{"kind": "user", "id": "alice"}, "mine.txt", "alice only")
+	run := func(who []string, o object, status int) map[string]any {
+		ref := map[string]any{"id": o.id, "storage_session_id": o.sid, "name": o.name, "kind": "agent", "resource_id": "agent_1"}
+		return decode[map[string]any](t, e.post("/exec", map[string]any{"lang": "bash", "code": "cat " + o.name, "files": []any{ref}}, who...), status)
+	}
+	denied := func(who []string, o object) {
+		t.Helper()
+		decode[map[string]string](t, e.do("GET", "/download/"+o.sid+"/"+o.id, nil, who...), 404)
+		decode[map[string]string](t, e.do("GET", "/sessions/"+o.sid+"/objects/"+o.id, nil, who...), 404)
+		if l := decode[[]any](t, e.do("GET", "/files/"+o.sid+"?detail=full", nil, who...), 200); len(l) != 0 {
+			t.Errorf("%s listed: %v", o.name, l)
+		}
+		decode[map[string]string](t, e.do("DELETE", "/files/"+o.sid+"/"+o.id, nil, who...), 404)
+		if got := run(who, o, 403); got["error"] != "Unauthorized file reference" {
+			t.Errorf("%s used: %v", o.name, got)
+		}
+	}
+	for _, o := range shared {
+		// bob, another user of alice's agent, reads it and runs code on it.
+		if b := decodeBytes(t, e.do("GET", "/download/"+o.sid+"/"+o.id, nil, bob...), 200); b != o.content {
+			t.Errorf("%s downloaded by bob: %q", o.name, b)
+		}
+		if m := decode[map[string]any](t, e.do("GET", "/sessions/"+o.sid+"/objects/"+o.id, nil, bob...), 200); m["originalFilename"] != o.name {
+			t.Errorf("%s described to bob: %v", o.name, m)
+		}
+		if l := decode[[]map[string]any](t, e.do("GET", "/files/"+o.sid+"?detail=normalized", nil, bob...), 200); len(l) != 1 || l[0]["name"] != o.name {
+			t.Errorf("%s listed to bob: %v", o.name, l)
+		}
+		if r := run(bob, o, 200); r["stdout"] != o.content {
+			t.Errorf("%s used by bob: %v", o.name, r)
+		}
+		// Only its uploader deletes it.
+		decode[map[string]string](t, e.do("DELETE", "/files/"+o.sid+"/"+o.id, nil, bob...), 404)
+		decode[map[string]string](t, e.do("DELETE", "/sessions/"+o.sid+"/objects/"+o.id, nil, bob...), 404)
+		for _, who := range strangers {
+			denied(who, o)
+		}
+	}
+	denied(bob, private)
+	if b := decodeBytes(t, e.do("GET", "/download/"+private.sid+"/"+private.id, nil, alice...), 200); b != private.content {
+		t.Errorf("alice's own file: %q", b)
+	}
+	// All of it is alice's to pay for, nothing bob's.
+	want := int64(len("agent file") + len("skill file") + len("alice only"))
+	if got := e.quota.UsedBy(owner.JWT("t1", "alice")); got != want {
+		t.Errorf("alice's quota counts %d bytes, want %d", got, want)
+	}
+	if got := e.quota.UsedBy(owner.JWT("t1", "bob")); got != 0 {
+		t.Errorf("bob's quota counts %d bytes of alice's files", got)
+	}
+	o := shared[0]
+	decode[map[string]any](t, e.do("DELETE", "/files/"+o.sid+"/"+o.id, nil, alice...), 200)
+	decode[map[string]string](t, e.do("GET", "/download/"+o.sid+"/"+o.id, nil, bob...), 404)
 }
 
 // TestAttackAuthNoneInvalidJWT: with CODEEXEC_AUTH=none and JWTs verified,

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -91,8 +92,33 @@ func (s *Server) handleProgrammatic(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	// A new run's body is read past its first 64 KiB only once the run has
+	// its execution slot, as /exec's is. A continuation's is not queued
+	// (its paused run holds a slot already: waiting for another could wait
+	// on that very run); it is read at once, bounded by MaxJSONBytes, the
+	// read deadline and the caller's bound on requests in progress.
+	r, head, ok := s.readHead(w, r)
+	if !ok {
+		return
+	}
+	var held func() // the slot taken before the body was read
+	defer func() {
+		if held != nil {
+			held()
+		}
+	}()
+	continuation := continuationIn(head)
+	if !continuation {
+		if r, held, ok = s.admitNow(w, r); !ok {
+			return
+		}
+	}
 	var req programmaticRequest
 	if !s.decodeJSON(w, r, &req) {
+		return
+	}
+	if continuation && req.ContinuationToken == "" {
+		writeError(w, http.StatusBadRequest, "continuation_token is empty")
 		return
 	}
 	if req.WorkspaceInstanceID != "" {
@@ -102,6 +128,10 @@ func (s *Server) handleProgrammatic(w http.ResponseWriter, r *http.Request) {
 	caller := callerKey(r)
 	requestID := r.Header.Get("X-LibreChat-Code-Request-ID")
 	if req.ContinuationToken != "" {
+		if held != nil { // its token came late in its body: its run's slot serves it
+			held()
+			held = nil
+		}
 		if len(req.ContinuationToken) > 256 || len(req.ToolResults) > 10000 {
 			writeError(w, http.StatusBadRequest, "invalid continuation")
 			return
@@ -149,12 +179,34 @@ func (s *Server) handleProgrammatic(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, why)
 		return
 	}
-	release, ok := s.admit(w, r)
-	if !ok {
-		return
-	}
+	release := held // now the run's, until it ends
+	held = nil
 	ans, err := s.PTC.Start(r.Context(), ptc.Start{Req: ereq, Tools: names, Caller: caller, RequestID: requestID, Release: release})
 	s.answerProgrammatic(w, r, ans, err)
+}
+
+// continuationIn reports whether head, the start of a JSON body, shows a
+// top-level "continuation_token" member (matched as encoding/json matches
+// it, ignoring case). LibreChat sends the token first.
+func continuationIn(head []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(head))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if name, _ := k.(string); strings.EqualFold(name, "continuation_token") {
+			return true
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return false
 }
 
 func (s *Server) answerProgrammatic(w http.ResponseWriter, r *http.Request, ans ptc.Answer, err error) {

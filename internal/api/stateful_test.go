@@ -34,11 +34,8 @@ func (e *env) live(hint string, body map[string]any, headers ...string) execResu
 	return decode[execResult](e.t, resp, http.StatusOK)
 }
 
-// Not declared for gVisor: there a live session answers 500 ("the
-// execution could not be carried out"); reported to the lead, to be
-// declared once the runtime supports (or refuses clearly) that backend.
 func TestStatefulVariablesImportsAndData(t *testing.T) {
-	if !onBackends(t, cold, warm) {
+	if !onBackends(t, cold, warm, gvisor) {
 		return
 	}
 	e := newEnv(t, func(l *engine.Limits, _ *auth.Config) { l.MemoryBytes = 1 << 30 })
@@ -72,7 +69,7 @@ func TestStatefulVariablesImportsAndData(t *testing.T) {
 }
 
 func TestStatefulInterruptKeepsState(t *testing.T) {
-	if !onBackends(t, cold, warm) {
+	if !onBackends(t, cold, warm, gvisor) {
 		return
 	}
 	e := newEnv(t)
@@ -257,7 +254,7 @@ func TestStatefulV1SharesTheExecPath(t *testing.T) {
 // whole live session, not each call: two calls that each keep 100 MiB
 // alive fit a 256 MiB limit; a third does not, and kills the session.
 func TestStatefulMemoryLimitCoversTheSession(t *testing.T) {
-	if !onBackends(t, cold, warm) {
+	if !onBackends(t, cold, warm, gvisor) {
 		return
 	}
 	e := newEnv(t)

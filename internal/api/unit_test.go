@@ -273,3 +273,23 @@ func TestUnitUnknownRoutes(t *testing.T) {
 		t.Errorf("GET /exec: %d", resp.StatusCode)
 	}
 }
+
+// TestUnitContinuationIn: a body's first bytes tell a continuation (its
+// token as a top-level member, named as encoding/json would match it) from
+// a new run; a token nested in a value, or past the head, does not count.
+func TestUnitContinuationIn(t *testing.T) {
+	for head, want := range map[string]bool{
+		`{"continuation_token":"t","tool_results":[`:                                true,
+		` {"tool_results":[{"call_id":"a","result":"x"}],"Continuation_Token":"t"}`: true,
+		`{"code":"x","tools":[{"name":"continuation_token"}],"continuation_token"`:  true,
+		`{"code":"{\"continuation_token\":1}","lang":"py"}`:                         false,
+		`{"code":"print(1)","args":{"continuation_token":"t"}}`:                     false,
+		`{"code":"` + strings.Repeat("x", 100) + ``:                                 false,
+		`["continuation_token"]`:                                                    false,
+		``:                                                                          false,
+	} {
+		if got := continuationIn([]byte(head)); got != want {
+			t.Errorf("continuationIn(%.60q) = %v, want %v", head, got, want)
+		}
+	}
+}

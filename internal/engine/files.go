@@ -98,7 +98,7 @@ func (e *Engine) resolve(ctx context.Context, req Request) ([]*input, error) {
 			return nil, fmt.Errorf("%w: file %q: session and id must be 1-64 characters of [A-Za-z0-9_-]", ErrInvalid, truncate(name, 80))
 		}
 		obj, err := e.store.Stat(ctx, storage.Key{Session: f.Session, ID: f.ID})
-		if errors.Is(err, storage.ErrNotFound) || err == nil && !owner.Visible(obj.Owner, req.Owner) {
+		if errors.Is(err, storage.ErrNotFound) || err == nil && !owner.Readable(obj.Owner, req.Owner) {
 			return nil, fmt.Errorf("%w: %s/%s", ErrUnauthorized, f.Session, f.ID)
 		}
 		if err != nil {

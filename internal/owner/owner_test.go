@@ -31,3 +31,39 @@ func TestVisible(t *testing.T) {
 		}
 	}
 }
+
+func TestSharedTenantFiles(t *testing.T) {
+	alice, bob, eve := JWT("t", "alice"), JWT("t", "bob"), JWT("u", "alice")
+	k1, k2 := Key([]byte{1}), Key([]byte{2})
+	shared := Shared(alice)
+	if shared == alice || Payer(shared) != alice || Payer(alice) != alice {
+		t.Fatalf("Shared(%q) = %q, Payer %q", alice, shared, Payer(shared))
+	}
+	// Keys and anonymous callers share by credential already.
+	if Shared(k1) != k1 || Shared(Anonymous) != Anonymous || Payer(k1) != k1 {
+		t.Fatal("a key's or anonymous owner changed")
+	}
+	// An empty tenant is a tenant like any other.
+	if none := JWT("", "bob"); Payer(Shared(none)) != none || !Readable(Shared(none), JWT("", "carol")) || Readable(Shared(none), bob) {
+		t.Fatalf("empty tenant: %q", Shared(none))
+	}
+	cases := []struct {
+		obj, caller  string
+		read, manage bool
+	}{
+		{shared, alice, true, true}, {shared, bob, true, false},
+		{shared, eve, false, false}, {shared, k1, false, false}, {shared, Anonymous, false, false},
+		{Shared(JWT("t:x", "y")), JWT("t", "x:y"), false, false},
+		{alice, bob, false, false}, {k1, k2, false, false}, {Shared(k1), k1, true, true}, {Shared(k1), k2, false, false},
+		{"", bob, false, false}, {"t:alice", bob, false, false},
+		{shared, "", true, true},
+	}
+	for _, c := range cases {
+		if got := Readable(c.obj, c.caller); got != c.read {
+			t.Errorf("Readable(%q, %q) = %v, want %v", c.obj, c.caller, got, c.read)
+		}
+		if got := Visible(c.obj, c.caller); got != c.manage {
+			t.Errorf("Visible(%q, %q) = %v, want %v", c.obj, c.caller, got, c.manage)
+		}
+	}
+}

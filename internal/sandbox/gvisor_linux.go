@@ -414,7 +414,10 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		curMu sync.Mutex
 		cur   *exec.Cmd
 	)
+	fz := startRunscFreezer(spec, g.cfg.Runsc, filepath.Join(runDir, "state"))
+	defer fz.end()
 	dog := watch(ctx, lim, sink.overflow, cg.cpuUsage, func() {
+		fz.end()
 		curMu.Lock()
 		if cur != nil {
 			_ = cur.Process.Kill()
@@ -450,9 +453,17 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		pidFile := filepath.Join(bundle, "pid")
 		// No GSO: the namespace's device is a TUN device without offloads.
 		args := []string{"--root", filepath.Join(runDir, "state"), "--platform", g.cfg.Platform, "--oci-seccomp",
-			"--network", network, "--gso=false", "--software-gso=false",
-			"run", "--bundle", bundle, "--pid-file", pidFile,
-			fmt.Sprintf("codeexec-%d-%d-%d", g.base.instance, seq, i)}
+			"--network", network, "--gso=false", "--software-gso=false"}
+		if fz != nil {
+			// A live sandbox talks to the server over the Unix socket the
+			// server made in its workdir: gVisor lets it connect to host
+			// sockets in its mounts (its private tmpfs, read-only system
+			// dirs), never create them.
+			args = append(args, "--host-uds", "open")
+		}
+		id := fmt.Sprintf("codeexec-%d-%d-%d", g.base.instance, seq, i)
+		args = append(args, "run", "--bundle", bundle, "--pid-file", pidFile, id)
+		fz.step(id)
 		cmd := exec.Command(g.cfg.Runsc, args...)
 		// Nothing of the server's environment reaches runsc or its children.
 		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -506,6 +517,7 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		}
 	}
 	endDog()
+	fz.end()
 	res.WallTime = time.Since(start)
 	outW.Close()
 	errW.Close()

@@ -7,6 +7,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/codeexec/codeexec/internal/owner"
 )
 
 // ErrQuota is wrapped by every QuotaError.
@@ -45,7 +47,8 @@ type QuotaConfig struct {
 	Refused func(reason string)
 }
 
-// Quota is a Store that bounds the bytes each owner (Meta.Owner) and
+// Quota is a Store that bounds the bytes each owner (Meta.Owner, charged
+// to the principal that pays for it: owner.Payer) and
 // everyone together keep. Sizes are counted as bytes pass through Put, so a
 // write is cut off the moment it would cross a limit, not after; concurrent
 // writes reserve what they have written so far. Usage is kept in memory,
@@ -94,10 +97,10 @@ func (q *Quota) Used() int64 {
 }
 
 // UsedBy returns the bytes owner stores (and is writing).
-func (q *Quota) UsedBy(owner string) int64 {
+func (q *Quota) UsedBy(o string) int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.byOwner[owner]
+	return q.byOwner[owner.Payer(o)]
 }
 
 // Rescan recounts usage from the store, when it can walk its files.
@@ -137,24 +140,25 @@ func (q *Quota) Rescan(ctx context.Context) error {
 	return nil
 }
 
-func (q *Quota) add(owner string, n int64) {
+func (q *Quota) add(o string, n int64) {
 	q.total += n
-	if q.byOwner[owner] += n; q.byOwner[owner] == 0 {
-		delete(q.byOwner, owner)
+	p := owner.Payer(o) // a file its tenant shares is its uploader's
+	if q.byOwner[p] += n; q.byOwner[p] == 0 {
+		delete(q.byOwner, p)
 	}
 }
 
 // reserve counts n more bytes for owner, or refuses them.
-func (q *Quota) reserve(owner string, n int64) error {
+func (q *Quota) reserve(o string, n int64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.cfg.PerOwner > 0 && owner != "" && q.byOwner[owner]+n > q.cfg.PerOwner {
+	if q.cfg.PerOwner > 0 && o != "" && q.byOwner[owner.Payer(o)]+n > q.cfg.PerOwner {
 		return &QuotaError{Reason: "owner", Limit: q.cfg.PerOwner}
 	}
 	if q.cfg.Total > 0 && q.total+n > q.cfg.Total {
 		return &QuotaError{Reason: "total", Limit: q.cfg.Total}
 	}
-	q.add(owner, n)
+	q.add(o, n)
 	return nil
 }
 

@@ -227,6 +227,10 @@ func checkComposeService(t *testing.T, svc any, snippet bool) {
 	if !strings.Contains(vols, "/tmp/codeexec") {
 		t.Errorf("no volume at /tmp/codeexec: %s", vols)
 	}
+	// Containers on one host take distinct uid bands under locks in one host directory.
+	if !strings.Contains(vols, "/run/codeexec-instances") {
+		t.Errorf("no host directory for instance locks at /run/codeexec-instances: %s", vols)
+	}
 	if strings.Contains(vols, "/sys/fs/cgroup") {
 		t.Errorf("the host's cgroup tree is mounted: %s", vols)
 	}
