@@ -47,7 +47,7 @@ test: test-deps build vet fmt-check
 # beyond Go and python3, seconds. `make test` runs these too.
 UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/storage/ ./internal/ptc/
 # (lang's table tests only: TestLanguagesOnHost runs every toolchain.)
-PURE_PKGS := ./internal/auth/ ./internal/admission/ ./internal/testenv/
+PURE_PKGS := ./internal/auth/ ./internal/admission/ ./internal/testenv/ ./internal/owner/
 unit:
 	go test -count=1 -run '^TestUnit' $(UNIT_PKGS)
 	go test -count=1 -run '^Test(TableOrderAndLookup|JavaNames)$$' ./internal/lang/

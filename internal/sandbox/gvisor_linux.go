@@ -417,13 +417,13 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 	fz := startRunscFreezer(spec, g.cfg.Runsc, filepath.Join(runDir, "state"))
 	defer fz.end()
 	dog := watch(ctx, lim, sink.overflow, cg.cpuUsage, func() {
-		fz.end()
 		curMu.Lock()
 		if cur != nil {
 			_ = cur.Process.Kill()
 		}
 		curMu.Unlock()
 		_ = killCgroupProcs(filepath.Join(cgroupRoot, "pids", cgPath, "cgroup.procs"))
+		fz.end() // after the kill: a pause in progress must not delay it
 	})
 	var (
 		v        verdict
