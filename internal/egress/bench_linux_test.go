@@ -29,6 +29,24 @@ func BenchmarkRunStart(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer box.Close()
+	benchRunStart(b, box)
+}
+
+// BenchmarkRunStartGVisor is the same on the gVisor backend, where the
+// network is the same namespace driven by gVisor's netstack.
+func BenchmarkRunStartGVisor(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("the sandbox needs root")
+	}
+	box, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: sandbox.LinuxConfig{RunDir: fmt.Sprintf("/run/codeexec-bench-%d", os.Getpid()), Slots: 2}})
+	if err != nil {
+		b.Skip("no gVisor backend here: ", err)
+	}
+	defer box.Close()
+	benchRunStart(b, box)
+}
+
+func benchRunStart(b *testing.B, box sandbox.Sandbox) {
 	svc := New(Config{Policy: Policy{Mode: ModePublic}})
 	for _, networked := range []bool{false, true} {
 		b.Run(map[bool]string{false: "off", true: "network"}[networked], func(b *testing.B) {

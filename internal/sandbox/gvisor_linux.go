@@ -726,7 +726,8 @@ func (g *GVisor) writeBundle(dir string, spec Spec, lim Limits, i int, tmpDir, c
 
 // gvisorSocketFamilies limits a networked step's sockets to AF_UNIX,
 // AF_INET and AF_INET6, as natively: no netlink, packet, vsock or alg
-// socket, whatever gVisor implements.
+// socket, whatever gVisor implements. The errno is EPERM where runsc
+// ignores errnoRet, as Debian's 20221219 does.
 func gvisorSocketFamilies(sc *specs.LinuxSeccomp) {
 	noAF := uint(unix.EAFNOSUPPORT)
 	deny := func(op specs.LinuxSeccompOperator, af uint64) {
