@@ -48,6 +48,9 @@ func TestProgrammaticPauseLimitEndsTheRun(t *testing.T) {
 
 // The contract details LibreChat relies on besides the programmatic route.
 func TestProgrammaticContractDetails(t *testing.T) {
+	if !onBackends(t, cold, warm, gvisor) {
+		return
+	}
 	e := newEnv(t)
 	t.Run("tool-error-and-names", func(t *testing.T) {
 		code := `try:\n    await class_tool(x=1)\nexcept Exception as err:\n    print('error:', err)\nprint(await _2fa_code())`

@@ -454,11 +454,12 @@ func (g *GVisor) run(ctx context.Context, spec Spec, lim Limits, slot int) (res 
 		// No GSO: the namespace's device is a TUN device without offloads.
 		args := []string{"--root", filepath.Join(runDir, "state"), "--platform", g.cfg.Platform, "--oci-seccomp",
 			"--network", network, "--gso=false", "--software-gso=false"}
-		if fz != nil {
-			// A live sandbox talks to the server over the Unix socket the
-			// server made in its workdir: gVisor lets it connect to host
-			// sockets in its mounts (its private tmpfs, read-only system
-			// dirs), never create them.
+		if fz != nil || spec.Cold {
+			// A live sandbox (and a programmatic run: Spec.Cold) talks to
+			// the server over the Unix socket the server made in its
+			// workdir: gVisor lets it connect to host sockets in its
+			// mounts (its private tmpfs, read-only system dirs), never
+			// create them.
 			args = append(args, "--host-uds", "open")
 		}
 		id := fmt.Sprintf("codeexec-%d-%d-%d", g.base.instance, seq, i)
