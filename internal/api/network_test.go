@@ -350,7 +350,7 @@ for i in range(3):
 // refused, in every call, and each call's stderr says what it was denied.
 // (Live sessions are not served on gVisor.)
 func TestNetworkEgressStateful(t *testing.T) {
-	if !onBackends(t, cold, warm) {
+	if !onBackends(t, cold, warm, gvisor) {
 		return
 	}
 	w := newNetWorld(t)
