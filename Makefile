@@ -45,7 +45,7 @@ test: test-deps build vet fmt-check
 # the fake sandbox (internal/sandbox/sandboxtest) and the in-memory store,
 # and the packages that need no sandbox at all. No root, no toolchains
 # beyond Go and python3, seconds. `make test` runs these too.
-UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/storage/
+UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/storage/ ./internal/sandbox/
 # (lang's table tests only: TestLanguagesOnHost runs every toolchain.)
 PURE_PKGS := ./internal/auth/ ./internal/admission/ ./internal/testenv/
 unit:

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/codeexec/codeexec/internal/sandbox"
+	warmpool "github.com/codeexec/codeexec/internal/sandbox/warm"
 )
 
 // policyProbe reports what the code sees of its sandbox's policy: who it
@@ -73,10 +73,10 @@ func TestPolicyOnEveryBackend(t *testing.T) {
 		e := newEnvOn(t, b)
 		var before int64
 		if b == warm {
-			before = e.box.(*sandbox.Linux).WarmServed()
+			before = e.box.(*warmpool.Pool).Served()
 		}
 		r := e.ok(map[string]any{"lang": "py", "code": policyProbe})
-		if b == warm && e.box.(*sandbox.Linux).WarmServed() != before+1 {
+		if b == warm && e.box.(*warmpool.Pool).Served() != before+1 {
 			t.Fatal("the probe was not served by the warm pool")
 		}
 		var p probe
