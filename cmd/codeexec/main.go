@@ -400,16 +400,18 @@ func newSandbox(backend string, lc host.Config, wc warm.Config) (sandbox.Sandbox
 // openNative starts the native backend alone, for doctor's end-to-end run.
 func openNative(lc host.Config) (sandbox.Sandbox, error) { return native.New(lc) }
 
-// warmConfig is the warm Python pool: its templates serve exactly the specs
-// the engine makes for "py" (same interpreter, same environment).
+// warmConfig is the warm Python pool: its templates serve the specs the
+// engine makes for the language the table gives the "python" template
+// (its interpreter, its environment, lang's preload and import scan).
 func warmConfig(cfg *config.Config, slots int) warm.Config {
-	py, ok := lang.Lookup("py")
+	py, ok := lang.WarmLanguage("python")
 	n := min(cfg.PoolPython, (host.MaxSlots-slots)/warm.TemplatesPerSlot)
-	if !ok || n <= 0 || len(py.Run) < 2 || py.Run[1] != "-u" {
+	if !ok || n <= 0 {
 		return warm.Config{}
 	}
 	return warm.Config{
-		Python: n, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+		Python: n, Template: py.Warm, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+		Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond,
 		// The engine's limits: parked children are made with them (a
 		// cgroup, /tmp sized for the disk limit) and need no change per run.
 		Limits: sandbox.Limits{MemoryBytes: cfg.MaxMemoryMB << 20, Pids: cfg.MaxPids, DiskBytes: cfg.MaxDiskMB << 20},

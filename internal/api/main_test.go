@@ -212,8 +212,9 @@ func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 	// suite then attacks the warm path): Python in forked templates, bash
 	// and the other languages spawned from warm children.
 	if b == warm {
-		py, _ := lang.Lookup("py")
-		wc = warmpool.Config{Python: 2, Env: engine.StepEnv(py),
+		py, _ := lang.WarmLanguage("python")
+		wc = warmpool.Config{Python: 2, Template: py.Warm, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+			Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond,
 			Limits: sandbox.Limits{MemoryBytes: limits.MemoryBytes, Pids: limits.Pids}}
 	}
 	var box sandbox.Sandbox

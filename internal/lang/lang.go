@@ -45,6 +45,10 @@ type Language struct {
 	// main class); otherwise {class} is the source file name without its
 	// extension.
 	Class func(code string) string
+	// Warm names the warm pool's template that runs this language's code
+	// in its own interpreter ("python": the pool's templates are Python
+	// with PythonPreload imported); "": none.
+	Warm string
 }
 
 // Dirs places the directories that argv templates refer to. The sandbox
@@ -119,4 +123,15 @@ func (l *Language) ExpandIn(d Dirs, tmpl []string, code string) []string {
 		out[i] = r.Replace(a)
 	}
 	return out
+}
+
+// WarmLanguage is the language whose code the warm template named name
+// runs in its own interpreter (Language.Warm).
+func WarmLanguage(name string) (*Language, bool) {
+	for _, l := range table {
+		if name != "" && l.Warm == name {
+			return l, true
+		}
+	}
+	return nil, false
 }

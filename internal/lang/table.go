@@ -68,6 +68,7 @@ var table = []*Language{
 		Packages: []string{"python3"},
 		Env:      []string{"MPLBACKEND=Agg", "PYTHONPATH=/mnt/data", "PYTHONDONTWRITEBYTECODE=1"},
 		Live:     true,
+		Warm:     "python",
 	},
 	{
 		// CommonJS, as `node main.js` runs it (Debian's Node 18 or NodeSource's).

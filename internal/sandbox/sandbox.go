@@ -84,6 +84,11 @@ type Spec struct {
 	// for runs that talk to the server for their whole life (programmatic
 	// tool calling), where the pool's shortcuts bring nothing.
 	Cold bool
+	// Warm names the warm template that may run this spec's code in its
+	// own, pre-imported interpreter: the language's (lang.Language.Warm),
+	// set by the engine; "" for none. A backend without such a template
+	// ignores it.
+	Warm string
 	// Started, when set, is called once the run's processes are in their
 	// cgroup, before any of the steps' code runs, with the run's freezer
 	// (valid until Run returns); not called when the sandbox cannot

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/sandbox/cgroup"
 	"github.com/codeexec/codeexec/internal/sandbox/host"
@@ -414,7 +415,7 @@ func TestCgroupV2ServerHelper(t *testing.T) {
 		t.Skip("helper of TestCgroupV2KilledServer")
 	}
 	s, err := newPool(host.Config{RunDir: runDir, Slots: 1},
-		Config{Python: 1, Env: warmEnv, Limits: sandbox.Limits{MemoryBytes: 256 << 20, Pids: 64}})
+		Config{Python: 1, Env: warmEnv, Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond, Limits: sandbox.Limits{MemoryBytes: 256 << 20, Pids: 64}})
 	if err != nil {
 		t.Fatal(err)
 	}

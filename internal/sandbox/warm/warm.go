@@ -21,9 +21,18 @@ type Config struct {
 	// Env is the exact environment of the specs the pool serves; the
 	// template imports its modules under it.
 	Env []string
-	// Preload is Python source run once in every template (imports); ""
-	// uses DefaultPreload.
+	// Template is the name a spec's Spec.Warm carries when its code may
+	// run in the template's own interpreter (default "python", the name
+	// the language table gives Python).
+	Template string
+	// Preload is Python source run once in every preloaded template
+	// (imports; main passes lang.PythonPreload); "": nothing preloaded.
 	Preload string
+	// ImportsBeyond reports whether code may import a module beyond the
+	// interpreter's standard library (stdlib, as a template reports it):
+	// such code runs in a preloaded template, other code in a lean one.
+	// nil: every run of Python code takes a preloaded template.
+	ImportsBeyond func(code []byte, stdlib map[string]bool) bool
 	// Spares is how many isolated children each template keeps parked
 	// (default 2): the next run finds one ready while another is prepared.
 	Spares int
@@ -45,23 +54,3 @@ const (
 	// warm slot takes.
 	TemplatesPerSlot = 1 + leanPerSlot
 )
-
-// DefaultPreload imports numpy, pandas and matplotlib (Agg) and exercises
-// their lazily loaded parts once; a module that is missing is skipped.
-const DefaultPreload = `
-import importlib
-for _m in ("numpy", "pandas", "matplotlib", "matplotlib.pyplot"):
-    try:
-        importlib.import_module(_m)
-    except Exception:
-        pass
-try:
-    import io, pandas, matplotlib.pyplot as plt
-    pandas.DataFrame({"a": [1, 2]}).describe()
-    _fig = plt.figure()
-    plt.plot([0, 1])
-    _fig.savefig(io.BytesIO(), format="png")
-    plt.close("all")
-except Exception:
-    pass
-`

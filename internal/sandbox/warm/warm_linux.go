@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -179,8 +178,8 @@ func newWarmPool(l *host.Host, exe *os.File, cfg Config) (*warmPool, error) {
 	if cfg.Interpreter == "" {
 		cfg.Interpreter = "/usr/bin/python3"
 	}
-	if cfg.Preload == "" {
-		cfg.Preload = DefaultPreload
+	if cfg.Template == "" {
+		cfg.Template = "python"
 	}
 	if cfg.Spares <= 0 {
 		cfg.Spares = 2
@@ -255,9 +254,10 @@ func (p *warmPool) describe() *sandbox.WarmReport {
 }
 
 // serves reports whether the pool can serve spec as a cold run would, and
-// how: as Python code run by the template's interpreter itself (same
-// environment, [Interpreter, "-u", src, args...] with src among Files; code
-// is src's content), or, for any other single step, by exec'ing argv[0]
+// how: as Python code run by the template's interpreter itself (a spec
+// that names the template in Spec.Warm, in the environment the template
+// imported under, as [Interpreter, "-u", src, args...] with src among
+// Files; code is src's content), or, for any other single step, by exec'ing argv[0]
 // in a warm child (the program is pid 2 under pid 1, as in a cold run).
 // Multi-step specs (compile and run) and networked runs run cold.
 func (p *warmPool) serves(spec sandbox.Spec, lim sandbox.Limits) (ok, execProgram bool, code []byte) {
@@ -265,7 +265,7 @@ func (p *warmPool) serves(spec sandbox.Spec, lim sandbox.Limits) (ok, execProgra
 		return false, false, nil
 	}
 	argv := spec.Steps[0].Argv
-	if len(argv) >= 3 && argv[0] == p.cfg.Interpreter && argv[1] == "-u" && slices.Equal(spec.Env, p.cfg.Env) {
+	if spec.Warm == p.cfg.Template && len(argv) >= 3 && argv[0] == p.cfg.Interpreter && argv[1] == "-u" && slices.Equal(spec.Env, p.cfg.Env) {
 		if i := slices.IndexFunc(spec.Files, func(f sandbox.File) bool { return f.Path == argv[2] }); i >= 0 {
 			return true, false, spec.Files[i].Data
 		}
@@ -915,46 +915,14 @@ func (p *warmPool) run(ctx context.Context, spec sandbox.Spec, lim sandbox.Limit
 }
 
 // needsPreload reports whether Python code may import more than the
-// standard library (then a preloaded template serves it, whose numpy,
-// pandas and matplotlib are already imported). Conservative: any import of
-// a module the interpreter does not list as standard, any relative or
-// dynamic import, and any code before the lean template has reported its
-// list, counts.
+// standard library (then a preloaded template serves it), as
+// Config.ImportsBeyond judges; any code before the lean template has
+// reported its standard library counts.
 func (p *warmPool) needsPreload(code []byte) bool {
 	p.mu.Lock()
 	stdlib := p.stdlib
 	p.mu.Unlock()
-	return stdlib == nil || importsBeyond(code, stdlib)
-}
-
-var (
-	importStmt = regexp.MustCompile(`(?m)^[ \t]*(?:from[ \t]+(\S+)[ \t]+import\b|import[ \t]+([^#;\n]+))`)
-	dynImport  = regexp.MustCompile(`__import__|importlib|\bimport_module\b|\bexec\(|\beval\(|\brunpy\b`)
-)
-
-// importsBeyond reports whether Python source may import a module that is
-// not in stdlib.
-func importsBeyond(src []byte, stdlib map[string]bool) bool {
-	if dynImport.Match(src) {
-		return true
-	}
-	for _, m := range importStmt.FindAllSubmatch(src, -1) {
-		names := []string{string(m[1])}
-		if len(m[2]) > 0 {
-			names = strings.Split(strings.TrimRight(string(m[2]), "\\ \t\r("), ",")
-		}
-		for _, n := range names {
-			n = strings.TrimSpace(n)
-			if i := strings.IndexAny(n, " \t"); i >= 0 { // "x as y"
-				n = n[:i]
-			}
-			top, _, _ := strings.Cut(n, ".")
-			if top == "" || !stdlib[top] {
-				return true
-			}
-		}
-	}
-	return false
+	return stdlib == nil || p.cfg.ImportsBeyond == nil || p.cfg.ImportsBeyond(code, stdlib)
 }
 
 // retire waits, off the request path, until the child's whole namespace is

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/sandbox/host"
 	"github.com/codeexec/codeexec/internal/sandbox/policy"
@@ -42,7 +43,7 @@ func wb(t *testing.T) *Pool {
 	}
 	warmBoxOnce.Do(func() {
 		warmBox, warmBoxErr = newPool(host.Config{RunDir: testRunDir + "-warm", Slots: 2,
-			Logger: testLogger()}, Config{Python: 1, Env: warmEnv, Limits: sandbox.Limits{MemoryBytes: 256 << 20, Pids: 64}})
+			Logger: testLogger()}, Config{Python: 1, Env: warmEnv, Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond, Limits: sandbox.Limits{MemoryBytes: 256 << 20, Pids: 64}})
 		if warmBoxErr != nil {
 			return
 		}
@@ -59,6 +60,7 @@ func wb(t *testing.T) *Pool {
 // warmSpec is what the engine sends for Python code.
 func warmSpec(code string, args ...string) sandbox.Spec {
 	return sandbox.Spec{
+		Warm:   "python",
 		Steps:  []sandbox.Step{{Name: "run", Argv: append([]string{"/usr/bin/python3", "-u", "/tmp/code/main.py"}, args...)}},
 		Files:  []sandbox.File{{Path: "/tmp/code/main.py", Data: []byte(code)}},
 		Env:    warmEnv,
@@ -367,29 +369,6 @@ raise SystemExit(5)
 	}
 }
 
-func TestImportsBeyondStdlib(t *testing.T) {
-	std := map[string]bool{"os": true, "sys": true, "json": true, "collections": true, "math": true}
-	for src, want := range map[string]bool{
-		"print(1)":                                       false,
-		"import os, sys\nimport json as j":               false,
-		"from collections.abc import Mapping":            false,
-		"def f():\n    import math\n    return 1":        false,
-		"import numpy as np":                             true,
-		"import os, pandas":                              true,
-		"from matplotlib import pyplot":                  true,
-		"from . import local":                            true,
-		"import mymodule  # uploaded to /mnt/data":       true,
-		"m = __import__('numpy')":                        true,
-		"import importlib\nimportlib.import_module('x')": true,
-		"exec('import numpy')":                           true,
-		"import os\nif True: import scipy":               false, // not at a line start: taken as stdlib-only; runs lean, correctly, just slower
-	} {
-		if got := importsBeyond([]byte(src), std); got != want {
-			t.Errorf("%q: got %v, want %v", src, got, want)
-		}
-	}
-}
-
 // TestWarmLeanAndPreloaded: code that imports only the standard library
 // runs in a lean template (nothing preloaded), code that imports more in a
 // preloaded one; both with the same isolation (TestWarmIsolation runs lean).
@@ -507,7 +486,7 @@ func TestWarmOffWithoutCompiler(t *testing.T) {
 	ccCandidates = []string{"/nonexistent/cc"}
 	defer func() { ccCandidates = saved }()
 	s, err := newPool(host.Config{RunDir: testRunDir + "-nocc", Slots: 1, InstanceDir: inst,
-		Logger: testLogger()}, Config{Python: 1, Env: warmEnv})
+		Logger: testLogger()}, Config{Python: 1, Env: warmEnv, Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -548,7 +527,7 @@ func TestWarmWithoutMemlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, err := newPool(host.Config{RunDir: testRunDir + "-memlock", Slots: 1, InstanceDir: instances,
-		Logger: testLogger()}, Config{Python: 1, Env: warmEnv, Limits: sandbox.Limits{MemoryBytes: 256 << 20, Pids: 64}})
+		Logger: testLogger()}, Config{Python: 1, Env: warmEnv, Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond, Limits: sandbox.Limits{MemoryBytes: 256 << 20, Pids: 64}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,7 +662,7 @@ func TestWarmCloseDuringStart(t *testing.T) {
 	// while it reads its configuration, during the preload.
 	for _, after := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
 		s, err := newPool(host.Config{RunDir: testRunDir + "-closing", Slots: 1, InstanceDir: inst,
-			Logger: testLogger()}, Config{Python: 1, Env: warmEnv})
+			Logger: testLogger()}, Config{Python: 1, Env: warmEnv, Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -698,5 +677,31 @@ func TestWarmCloseDuringStart(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("closed %v after the start: Close still waiting after 30 s", after)
 		}
+	}
+}
+
+// TestUnitWarmServesByTemplateName: whether the template's interpreter runs a
+// spec's code is decided by the template the spec names (Spec.Warm, which
+// the engine takes from the language table), not by argv alone: the same
+// argv without the name is exec'd in a warm child instead, and a spec
+// naming another template is never run in this one's interpreter.
+func TestUnitWarmServesByTemplateName(t *testing.T) {
+	p := &warmPool{cfg: Config{Template: "python", Interpreter: "/usr/bin/python3", Env: warmEnv}}
+	for _, c := range []struct {
+		name     string
+		warm     string
+		ok, exec bool
+	}{{"named", "python", true, false}, {"unnamed", "", true, true}, {"other template", "ruby", true, true}} {
+		spec := warmSpec("print(1)")
+		spec.Warm = c.warm
+		ok, exec, code := p.serves(spec, spec.Limits.WithDefaults())
+		if ok != c.ok || exec != c.exec || (!exec && string(code) != "print(1)") {
+			t.Errorf("%s: serves %v, exec %v, code %q; want %v, %v", c.name, ok, exec, code, c.ok, c.exec)
+		}
+	}
+	spec := warmSpec("print(1)")
+	spec.Env = append(slices.Clone(spec.Env), "EXTRA=1")
+	if ok, exec, _ := p.serves(spec, spec.Limits.WithDefaults()); !ok || !exec {
+		t.Errorf("other environment: serves %v exec %v, want it exec'd (the template imported under its own)", ok, exec)
 	}
 }
