@@ -50,7 +50,7 @@ UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/s
 PURE_PKGS := ./internal/auth/ ./internal/admission/ ./internal/testenv/
 unit:
 	go test -count=1 -run '^TestUnit' $(UNIT_PKGS)
-	go test -count=1 -run '^Test(TableOrderAndLookup|JavaNames|PythonImportsBeyondStdlib)$$' ./internal/lang/
+	go test -count=1 -run '^Test(TableOrderAndLookup|JavaNames|PythonImportsBeyondStdlib|EtcUnion)$$' ./internal/lang/
 	go test -count=1 $(PURE_PKGS)
 
 # The performance benchmark (bench/main.go): codeexec against bare process

@@ -177,7 +177,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 		// Beside the admitted executions: the readiness canary and every
 		// live stateful session hold a slot of their own.
 		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, host.MaxSlots), RootFS: cfg.RootFS, Logger: log,
-		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase,
+		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase, Etc: lang.Etc(),
 	}
 	registerBudget(mets.Registry, budget)
 	var wc warm.Config

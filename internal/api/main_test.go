@@ -206,7 +206,7 @@ func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&limits, &ac)
 	}
-	lc := host.Config{RunDir: runDir, Slots: 4, Logger: log}
+	lc := host.Config{RunDir: runDir, Slots: 4, Logger: log, Etc: lang.Etc()}
 	var wc warmpool.Config
 	// CODEEXEC_TEST_WARM=1 serves single-step runs from the warm pool (the
 	// suite then attacks the warm path): Python in forked templates, bash

@@ -45,6 +45,9 @@ type Language struct {
 	// main class); otherwise {class} is the source file name without its
 	// extension.
 	Class func(code string) string
+	// Etc are the /etc entries (globs) its toolchain reads; the sandbox
+	// shows them (lang.Etc, the union) and hides the rest of /etc.
+	Etc []string
 	// Warm names the warm pool's template that runs this language's code
 	// in its own interpreter ("python": the pool's templates are Python
 	// with PythonPreload imported); "": none.
@@ -134,4 +137,20 @@ func WarmLanguage(name string) (*Language, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Etc is what every language's toolchain needs of /etc (Language.Etc), in
+// table order without repeats: the sandbox shows these.
+func Etc() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range table {
+		for _, e := range l.Etc {
+			if !seen[e] {
+				seen[e] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out
 }

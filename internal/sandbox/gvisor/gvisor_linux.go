@@ -121,7 +121,7 @@ func New(cfg Config) (*GVisor, error) {
 	if err := os.Chmod(b.WorkRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	if err := buildGVisorRoot(src, g.rootfs); err != nil {
+	if err := buildGVisorRoot(src, g.rootfs, lc.Etc); err != nil {
 		_ = g.cleanup()
 		return nil, fmt.Errorf("sandbox: building the gVisor root: %w", err)
 	}
@@ -171,7 +171,7 @@ func purgeCgroupDirs(rel string) error {
 // passwd/group/hosts/hostname, and empty mount points. Copying /etc once
 // keeps the per-run bundle at a handful of mounts, each of which costs
 // gVisor a gofer connection.
-func buildGVisorRoot(src, dst string) error {
+func buildGVisorRoot(src, dst string, etcExtra []string) error {
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func buildGVisorRoot(src, dst string) error {
 	if err := os.Mkdir(etc, 0o755); err != nil {
 		return err
 	}
-	for _, pat := range policy.EtcAllowlist {
+	for _, pat := range policy.Etc(etcExtra) {
 		matches, _ := filepath.Glob(filepath.Join(src, "etc", pat))
 		for _, m := range matches {
 			if err := copyReadable(m, filepath.Join(etc, filepath.Base(m))); err != nil {

@@ -21,6 +21,9 @@ type Config struct {
 	// RootFS is a tree whose usr/, etc/ (allowlisted entries) and
 	// bin/lib/sbin links form the sandbox root; "" uses the host's own.
 	RootFS string
+	// Etc are the /etc entries (globs) the languages' toolchains read,
+	// shown besides policy.EtcAllowlist (main passes lang.Etc()).
+	Etc []string
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 

@@ -285,7 +285,7 @@ func (l *Linux) run(ctx context.Context, spec sandbox.Spec, lim sandbox.Limits, 
 		steps[i] = nsinit.Step{Name: st.Name, Argv: st.Argv, Timeout: st.Timeout, Stdin: st.Stdin}
 	}
 	icfg := nsinit.Config{
-		Workdir: spec.Workdir, RootFS: l.Cfg.RootFS, Files: spec.Files, Env: spec.Env, Steps: steps,
+		Workdir: spec.Workdir, RootFS: l.Cfg.RootFS, Etc: l.Cfg.Etc, Files: spec.Files, Env: spec.Env, Steps: steps,
 		DiskBytes: lim.DiskBytes, FileBytes: lim.FileBytes, CPUTime: lim.CPUTime, Network: lim.Network,
 		Nameserver: nameserver,
 	}

@@ -37,8 +37,9 @@ const (
 )
 
 type Config struct {
-	Workdir   string // host path, bind-mounted at /mnt/data
-	RootFS    string // "" means the host's /
+	Workdir   string   // host path, bind-mounted at /mnt/data
+	RootFS    string   // "" means the host's /
+	Etc       []string // /etc entries (globs) beyond policy.EtcAllowlist
 	Files     []sandbox.File
 	Env       []string
 	Steps     []Step
@@ -206,7 +207,7 @@ func buildRoot(cfg *Config) error {
 	if err := os.Mkdir(filepath.Join(r, "etc"), 0o755); err != nil {
 		return err
 	}
-	for _, pat := range policy.EtcAllowlist {
+	for _, pat := range policy.Etc(cfg.Etc) {
 		matches, _ := filepath.Glob(filepath.Join(src, "etc", pat))
 		for _, m := range matches {
 			if err := mirror(m, filepath.Join(r, "etc", filepath.Base(m))); err != nil {

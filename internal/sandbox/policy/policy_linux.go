@@ -48,15 +48,23 @@ var CloneNamespaceFlags = []uint64{
 	unix.CLONE_NEWPID, unix.CLONE_NEWNET, unix.CLONE_NEWCGROUP,
 }
 
-// EtcAllowlist are the /etc entries (globs) toolchains need; everything else
-// in /etc stays invisible. passwd, group, hosts and hostname are synthetic.
+// EtcAllowlist are the /etc entries (globs) every sandbox gets, whatever
+// runs in it (the dynamic linker, certificates, fonts, name service, time
+// zone); a language's own needs come from its table entry (lang.Etc, given
+// to the backends as host.Config.Etc). Everything else in /etc stays
+// invisible. passwd, group, hosts and hostname are synthetic.
 var EtcAllowlist = []string{
 	"alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
 	"ca-certificates", "ca-certificates.conf", "ssl", "fonts",
-	"R", "php", "python3", "python3.*", "java-*", "perl", "ImageMagick-*",
-	"mime.types", "magic", "magic.mime", "matplotlibrc", "localtime", "timezone",
+	"mime.types", "magic", "magic.mime", "localtime", "timezone",
 	"nsswitch.conf", "host.conf", "gai.conf", "protocols", "services",
-	"os-release", "debian_version", "environment", "ldc2.conf",
+	"os-release", "debian_version", "environment",
+}
+
+// Etc is the /etc a sandbox shows: EtcAllowlist and the languages' extra
+// entries.
+func Etc(extra []string) []string {
+	return append(append([]string(nil), EtcAllowlist...), extra...)
 }
 
 // RootDirs are the top-level entries of the root taken from the base tree:

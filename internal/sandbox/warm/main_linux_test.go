@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
 	"github.com/codeexec/codeexec/internal/sandbox/host"
 	"github.com/codeexec/codeexec/internal/sandbox/native"
@@ -54,6 +55,7 @@ func TestMain(m *testing.M) {
 // newPool starts a native backend with hc wrapped in a pool with wc (no
 // templates when wc.Python is 0: every run cold).
 func newPool(hc host.Config, wc Config) (*Pool, error) {
+	hc.Etc = lang.Etc() // as main gives it
 	base, err := native.New(hc)
 	if err != nil {
 		return nil, err

@@ -470,7 +470,7 @@ func (t *template) start() error {
 		// The template must stay single-threaded to fork safely.
 		"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1")
 	icfg := nsinit.Config{
-		Workdir: dir, RootFS: l.Cfg.RootFS, Env: env, Template: true,
+		Workdir: dir, RootFS: l.Cfg.RootFS, Etc: l.Cfg.Etc, Env: env, Template: true,
 		Files: []sandbox.File{
 			{Path: zygoteDir + "/zygote.py", Data: zygoteSource},
 			{Path: zygoteDir + "/zygote.so", Data: p.helper.so, Mode: 0o755},

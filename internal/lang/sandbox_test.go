@@ -1,6 +1,9 @@
 package lang
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestPythonImportsBeyondStdlib(t *testing.T) {
 	std := map[string]bool{"os": true, "sys": true, "json": true, "collections": true, "math": true}
@@ -22,5 +25,15 @@ func TestPythonImportsBeyondStdlib(t *testing.T) {
 		if got := PythonImportsBeyond([]byte(src), std); got != want {
 			t.Errorf("%q: got %v, want %v", src, got, want)
 		}
+	}
+}
+
+// TestEtcUnion: lang.Etc is every language's /etc needs, each once, in
+// table order (what main hands the sandbox).
+func TestEtcUnion(t *testing.T) {
+	got := Etc()
+	want := []string{"python3", "python3.*", "matplotlibrc", "java-*", "php", "ldc2.conf", "R", "perl", "ImageMagick-*"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Etc() = %q, want %q", got, want)
 	}
 }
