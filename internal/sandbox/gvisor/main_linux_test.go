@@ -3,10 +3,6 @@
 package gvisor
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/codeexec/codeexec/internal/sandbox"
@@ -14,22 +10,8 @@ import (
 	"github.com/codeexec/codeexec/internal/sandbox/sandboxtest"
 )
 
-// testSecret is put in the test process's environment; no sandbox may see it.
-const testSecret = "CODEEXEC_TEST_SECRET=hunter2-do-not-leak"
-
-var testRunDir string
-
 func TestMain(m *testing.M) {
-	nsinit.MaybeInit()
-	k, v, _ := strings.Cut(testSecret, "=")
-	os.Setenv(k, v)
-	testRunDir = fmt.Sprintf("/run/codeexec-test-%d", os.Getpid())
-	code := m.Run()
-	dirs, _ := filepath.Glob(testRunDir + "*")
-	for _, d := range dirs {
-		os.RemoveAll(d)
-	}
-	os.Exit(code)
+	sandboxtest.Main(m, nsinit.MaybeInit)
 }
 
 type runOut = sandboxtest.RunOut
@@ -42,3 +24,6 @@ func wantStatus(t *testing.T, r runOut, want sandbox.Status) {
 }
 
 func py(code string) []sandbox.Step { return sandboxtest.Py(code) }
+
+// testRunDir is where this package's backends keep their run directories.
+var testRunDir = sandboxtest.RunDir

@@ -4,10 +4,7 @@ package native
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -18,34 +15,19 @@ import (
 	"github.com/codeexec/codeexec/internal/testenv"
 )
 
-// testSecret is put in the test process's environment; no sandbox may see it.
-const testSecret = "CODEEXEC_TEST_SECRET=hunter2-do-not-leak"
-
 var (
 	shared     *Linux
 	sharedErr  error
 	sharedOnce sync.Once
-	testRunDir string
 )
 
 func TestMain(m *testing.M) {
-	nsinit.MaybeInit()
-	k, v, _ := strings.Cut(testSecret, "=")
-	os.Setenv(k, v)
-	testRunDir = fmt.Sprintf("/run/codeexec-test-%d", os.Getpid())
-	code := m.Run()
-	if shared != nil {
-		if err := shared.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "close:", err)
-			code = 1
+	sandboxtest.Main(m, nsinit.MaybeInit, func() error {
+		if shared == nil {
+			return nil
 		}
-	}
-	// Also the -warm, -nocc, ... variants some tests use.
-	dirs, _ := filepath.Glob(testRunDir + "*")
-	for _, d := range dirs {
-		os.RemoveAll(d)
-	}
-	os.Exit(code)
+		return shared.Close()
+	})
 }
 
 // sb returns the package-wide sandbox, skipping when the machine cannot
@@ -88,3 +70,6 @@ func wantStatus(t *testing.T, r runOut, want sandbox.Status) {
 	t.Helper()
 	sandboxtest.WantStatus(t, r, want)
 }
+
+// testRunDir is where this package's backends keep their run directories.
+var testRunDir = sandboxtest.RunDir

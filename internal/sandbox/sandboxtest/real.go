@@ -3,7 +3,10 @@ package sandboxtest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,37 @@ import (
 
 // What follows serves the root tests of the real backends (native, warm,
 // gVisor), which run specs in real sandboxes the same way.
+
+// Secret is in the environment of a backend's test process (Main): no
+// sandbox may see it.
+const Secret = "CODEEXEC_TEST_SECRET=hunter2-do-not-leak"
+
+// RunDir is the run directory prefix of this test process's backends.
+var RunDir = fmt.Sprintf("/run/codeexec-test-%d", os.Getpid())
+
+// Main runs the root tests of a backend package: maybeInit first (its
+// sandboxes re-execute the test binary as their init: nsinit.MaybeInit),
+// Secret in the environment, the tests, then closers (the package's shared
+// backends), then every directory named RunDir* removed. It exits with the
+// tests' code, or 1 when a closer fails.
+func Main(m *testing.M, maybeInit func(), closers ...func() error) {
+	maybeInit()
+	k, v, _ := strings.Cut(Secret, "=")
+	os.Setenv(k, v)
+	code := m.Run()
+	for _, c := range closers {
+		if err := c(); err != nil {
+			fmt.Fprintln(os.Stderr, "close:", err)
+			code = 1
+		}
+	}
+	// Also the -warm, -nocc, ... variants some tests use.
+	dirs, _ := filepath.Glob(RunDir + "*")
+	for _, d := range dirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
 
 // RunOut is a run's result with its output and working directory.
 type RunOut struct {

@@ -4,10 +4,8 @@ package warm
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -20,36 +18,22 @@ import (
 	"github.com/codeexec/codeexec/internal/testenv"
 )
 
-// testSecret is put in the test process's environment; no sandbox may see it.
-const testSecret = "CODEEXEC_TEST_SECRET=hunter2-do-not-leak"
-
 var (
-	cold       *Pool
-	coldErr    error
-	coldOnce   sync.Once
-	testRunDir string
+	cold     *Pool
+	coldErr  error
+	coldOnce sync.Once
 )
 
 func TestMain(m *testing.M) {
-	nsinit.MaybeInit()
-	k, v, _ := strings.Cut(testSecret, "=")
-	os.Setenv(k, v)
-	testRunDir = fmt.Sprintf("/run/codeexec-test-%d", os.Getpid())
-	code := m.Run()
-	for _, b := range []*Pool{cold, warmBox} {
-		if b != nil {
-			if err := b.Close(); err != nil {
-				fmt.Fprintln(os.Stderr, "close:", err)
-				code = 1
+	sandboxtest.Main(m, nsinit.MaybeInit, func() error {
+		var errs []error
+		for _, b := range []*Pool{cold, warmBox} {
+			if b != nil {
+				errs = append(errs, b.Close())
 			}
 		}
-	}
-	// Also the -warm, -nocc, ... variants some tests use.
-	dirs, _ := filepath.Glob(testRunDir + "*")
-	for _, d := range dirs {
-		os.RemoveAll(d)
-	}
-	os.Exit(code)
+		return errors.Join(errs...)
+	})
 }
 
 // newPool starts a native backend with hc wrapped in a pool with wc (no
@@ -104,3 +88,6 @@ func wantStatus(t *testing.T, r runOut, want sandbox.Status) {
 	t.Helper()
 	sandboxtest.WantStatus(t, r, want)
 }
+
+// testRunDir is where this package's backends keep their run directories.
+var testRunDir = sandboxtest.RunDir
