@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"sync"
 	"syscall"
 	"time"
@@ -222,33 +221,8 @@ func (l *Linux) run(ctx context.Context, spec sandbox.Spec, lim sandbox.Limits, 
 		return res, err
 	}
 
-	// A network namespace of its own always, networked or not: a networked
-	// run's is served by spec.Net, never the host's.
-	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET)
 	idMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(hostID), Size: host.IDRange}}
-	cmd := &exec.Cmd{
-		Path: fmt.Sprintf("/proc/self/fd/%d", l.exe.Fd()),
-		Args: []string{nsinit.Arg0},
-		// Nothing of the server's environment. The one variable only
-		// matters in -race builds, whose exit otherwise sleeps a second.
-		Env:        []string{"GORACE=atexit_sleep_ms=0"},
-		Stdout:     outW,
-		Stderr:     errW,
-		ExtraFiles: []*os.File{cfgR, evW}, // nsinit.ConfigFD, nsinit.EventFD
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags:  flags,
-			UidMappings: idMap,
-			GidMappings: idMap,
-			// init drops the server's supplementary groups (setgroups([]))
-			// and later sets the steps' to none: it needs setgroups.
-			GidMappingsEnableSetgroups: true,
-			Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
-			Pdeathsig:                  syscall.SIGKILL,
-		},
-	}
-	if fd := cg.FD(); fd >= 0 {
-		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
-	}
+	cmd := nsinit.Command(l.exe, idMap, outW, errW, cg.FD(), cfgR, evW)
 	tCgroup = time.Since(t0)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

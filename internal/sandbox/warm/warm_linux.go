@@ -408,26 +408,7 @@ func (t *template) start() error {
 		{ContainerID: 0, HostID: int(templateRootUID(l, t.slot)), Size: 1},
 		{ContainerID: 1, HostID: inside + 1, Size: host.IDRange - 1},
 	}
-	cmd := &exec.Cmd{
-		Path:       fmt.Sprintf("/proc/self/fd/%d", p.exe.Fd()),
-		Args:       []string{nsinit.Arg0},
-		Env:        []string{"GORACE=atexit_sleep_ms=0"},
-		Stdout:     logW,
-		Stderr:     logW,
-		ExtraFiles: []*os.File{cfgR, evW, ctrlInit}, // nsinit.ConfigFD, nsinit.EventFD, nsinit.TemplateCtrlFD
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC |
-				unix.CLONE_NEWUTS | unix.CLONE_NEWNET,
-			UidMappings:                uidMap,
-			GidMappings:                uidMap,
-			GidMappingsEnableSetgroups: true,
-			Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
-			Pdeathsig:                  syscall.SIGKILL,
-		},
-	}
-	if fd := cg.FD(); fd >= 0 {
-		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
-	}
+	cmd := nsinit.Command(p.exe, uidMap, logW, logW, cg.FD(), cfgR, evW, ctrlInit)
 	// Start under procMu: kill (the pool closing) reads cmd.Process.
 	t.procMu.Lock()
 	t.cmd = cmd
