@@ -45,12 +45,12 @@ test: test-deps build vet fmt-check
 # the fake sandbox (internal/sandbox/sandboxtest) and the in-memory store,
 # and the packages that need no sandbox at all. No root, no toolchains
 # beyond Go and python3, seconds. `make test` runs these too.
-UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/storage/ ./internal/ptc/
+UNIT_PKGS := ./internal/engine/ ./internal/api/ ./internal/runtime/ ./internal/storage/ ./internal/ptc/ ./internal/sandbox/ ./internal/sandbox/warm/
 # (lang's table tests only: TestLanguagesOnHost runs every toolchain.)
 PURE_PKGS := ./internal/auth/ ./internal/admission/ ./internal/testenv/ ./internal/owner/
 unit:
 	go test -count=1 -run '^TestUnit' $(UNIT_PKGS)
-	go test -count=1 -run '^Test(TableOrderAndLookup|JavaNames)$$' ./internal/lang/
+	go test -count=1 -run '^Test(TableOrderAndLookup|JavaNames|PythonImportsBeyondStdlib|EtcUnion)$$' ./internal/lang/
 	go test -count=1 $(PURE_PKGS)
 
 # The performance benchmark (bench/main.go): codeexec against bare process

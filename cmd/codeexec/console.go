@@ -9,6 +9,7 @@ import (
 	"github.com/codeexec/codeexec/internal/doctor"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/sandbox/warm"
 )
 
 // newConsole gives the operator console what it reports: the sandbox's
@@ -39,7 +40,8 @@ func newConsole(cfg *config.Config, box sandbox.Sandbox, adm *admission.Controll
 		},
 		Findings: func(ctx context.Context) []console.Finding {
 			var out []console.Finding
-			for _, c := range doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, SkipRun: true, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox}) {
+			for _, c := range doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, SkipRun: true, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox,
+				WarmCompiler: warm.Compiler}) {
 				out = append(out, console.Finding{Name: c.Name, OK: c.OK, Required: c.Required, Detail: c.Detail, Fix: c.Fix})
 			}
 			return out

@@ -35,12 +35,17 @@ import (
 	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/runtime"
 	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/sandbox/gvisor"
+	"github.com/codeexec/codeexec/internal/sandbox/host"
+	"github.com/codeexec/codeexec/internal/sandbox/native"
+	"github.com/codeexec/codeexec/internal/sandbox/nsinit"
+	"github.com/codeexec/codeexec/internal/sandbox/warm"
 	"github.com/codeexec/codeexec/internal/storage"
 	"github.com/codeexec/codeexec/internal/tracing"
 )
 
 func main() {
-	sandbox.MaybeInit() // the in-sandbox init re-executes this binary
+	nsinit.MaybeInit() // the in-sandbox init re-executes this binary
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -84,7 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox})) {
+		if !doctor.Print(stdout, doctor.Run(ctx, doctor.Options{RunDir: cfg.RunDir, RootFS: cfg.RootFS, Network: cfg.NetworkMode, Sandbox: cfg.Sandbox,
+			Open: openNative, WarmCompiler: warm.Compiler})) {
 			return errors.New("doctor: a required layer is missing")
 		}
 		return nil
@@ -169,18 +175,19 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}, func() float64 { return float64(quota.Used()) }))
 	var store storage.Store = quota
 
-	lc := sandbox.LinuxConfig{
+	lc := host.Config{
 		// Beside the admitted executions: the readiness canary and every
 		// live stateful session hold a slot of their own.
-		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, sandbox.MaxSlots), RootFS: cfg.RootFS, Logger: log,
-		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase,
+		RunDir: cfg.RunDir, Slots: min(cfg.MaxConcurrency+1+cfg.MaxRuntimeSessions, host.MaxSlots), RootFS: cfg.RootFS, Logger: log,
+		AllowDegraded: cfg.AllowDegraded, UIDBase: cfg.UIDBase, Etc: lang.Etc(),
 	}
 	registerBudget(mets.Registry, budget)
+	var wc warm.Config
 	if cfg.Sandbox != "gvisor" {
-		lc.Warm = warmConfig(cfg, lc.Slots)
-		lc.Warm.Python = fitWarmPool(budget, cfg, lc.Warm.Python, log)
+		wc = warmConfig(cfg, lc.Slots)
+		wc.Python = fitWarmPool(budget, cfg, wc.Python, log)
 	}
-	box, err := newSandbox(cfg.Sandbox, lc)
+	box, err := newSandbox(cfg.Sandbox, lc, wc)
 	if err != nil {
 		return fmt.Errorf("sandbox: %w (run `codeexec doctor` to see what this host lacks)", err)
 	}
@@ -359,32 +366,43 @@ func sweep(ctx context.Context, store storage.Store, ttl time.Duration, log *slo
 }
 
 // newSandbox builds the CODEEXEC_SANDBOX backend: "gvisor" runs the code
-// under runsc, anything else (config allows only "native") natively.
-func newSandbox(backend string, lc sandbox.LinuxConfig) (sandbox.Sandbox, error) {
+// under runsc, anything else (config allows only "native") natively, wrapped
+// by the warm pool (which wc may leave off).
+func newSandbox(backend string, lc host.Config, wc warm.Config) (sandbox.Sandbox, error) {
 	if backend == "gvisor" {
-		g, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: lc})
+		g, err := gvisor.New(gvisor.Config{Config: lc})
 		if err != nil {
 			return nil, err
 		}
 		return g, nil
 	}
-	l, err := sandbox.NewLinux(lc)
+	l, err := native.New(lc)
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	p, err := warm.New(l, wc)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return p, nil
 }
 
-// warmConfig is the warm Python pool: its templates serve exactly the specs
-// the engine makes for "py" (same interpreter, same environment).
-func warmConfig(cfg *config.Config, slots int) sandbox.WarmConfig {
-	py, ok := lang.Lookup("py")
-	n := min(cfg.PoolPython, (sandbox.MaxSlots-slots)/sandbox.WarmTemplatesPerSlot)
-	if !ok || n <= 0 || len(py.Run) < 2 || py.Run[1] != "-u" {
-		return sandbox.WarmConfig{}
+// openNative starts the native backend alone, for doctor's end-to-end run.
+func openNative(lc host.Config) (sandbox.Sandbox, error) { return native.New(lc) }
+
+// warmConfig is the warm Python pool: its templates serve the specs the
+// engine makes for the language the table gives the "python" template
+// (its interpreter, its environment, lang's preload and import scan).
+func warmConfig(cfg *config.Config, slots int) warm.Config {
+	py, ok := lang.WarmLanguage("python")
+	n := min(cfg.PoolPython, (host.MaxSlots-slots)/warm.TemplatesPerSlot)
+	if !ok || n <= 0 {
+		return warm.Config{}
 	}
-	return sandbox.WarmConfig{
-		Python: n, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+	return warm.Config{
+		Python: n, Template: py.Warm, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+		Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond,
 		// The engine's limits: parked children are made with them (a
 		// cgroup, /tmp sized for the disk limit) and need no change per run.
 		Limits: engineLimits(cfg).Sandbox(0),

@@ -14,7 +14,7 @@ import (
 	"github.com/codeexec/codeexec/internal/auth"
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
-	"github.com/codeexec/codeexec/internal/sandbox"
+	warmpool "github.com/codeexec/codeexec/internal/sandbox/warm"
 )
 
 // diffCase is one everyday program of the differential suite: it must give
@@ -257,7 +257,7 @@ func TestWarmMatchesCold(t *testing.T) {
 		}
 		e.srv.Config.Handler.(*Server).Engine.SetCompileCache(cc)
 	}
-	wbox := warmEnv.box.(*sandbox.Linux)
+	wbox := warmEnv.box.(*warmpool.Pool)
 	for _, c := range diffCorpus {
 		if l, ok := lang.Lookup(c.lang); !ok {
 			t.Fatalf("%s: unknown language %s", c.name, c.lang)
@@ -272,10 +272,10 @@ func TestWarmMatchesCold(t *testing.T) {
 			var cr, wr []diffRun
 			for i := 0; i < runs; i++ {
 				cr = append(cr, runDiff(t, coldEnv, c))
-				before := wbox.WarmServed()
+				before := wbox.Served()
 				wr = append(wr, runDiff(t, warmEnv, c))
 				if c.lang != "c" || i > 0 { // a first compile is two steps: cold
-					if wbox.WarmServed() != before+1 {
+					if wbox.Served() != before+1 {
 						t.Fatalf("run %d was not served by the warm pool", i)
 					}
 				}

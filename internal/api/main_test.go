@@ -25,13 +25,18 @@ import (
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/ptc"
 	"github.com/codeexec/codeexec/internal/sandbox"
+	gvisorbox "github.com/codeexec/codeexec/internal/sandbox/gvisor"
+	"github.com/codeexec/codeexec/internal/sandbox/host"
+	"github.com/codeexec/codeexec/internal/sandbox/native"
+	"github.com/codeexec/codeexec/internal/sandbox/nsinit"
+	warmpool "github.com/codeexec/codeexec/internal/sandbox/warm"
 	"github.com/codeexec/codeexec/internal/storage"
 	"github.com/codeexec/codeexec/internal/testenv"
 )
 
 // The sandbox re-executes the test binary as its init.
 func TestMain(m *testing.M) {
-	sandbox.MaybeInit()
+	nsinit.MaybeInit()
 	os.Exit(m.Run())
 }
 
@@ -201,28 +206,35 @@ func newEnvOn(t testing.TB, b backend, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&limits, &ac)
 	}
-	lc := sandbox.LinuxConfig{RunDir: runDir, Slots: 4, Logger: log}
+	lc := host.Config{RunDir: runDir, Slots: 4, Logger: log, Etc: lang.Etc()}
+	var wc warmpool.Config
 	// CODEEXEC_TEST_WARM=1 serves single-step runs from the warm pool (the
 	// suite then attacks the warm path): Python in forked templates, bash
 	// and the other languages spawned from warm children.
 	if b == warm {
-		py, _ := lang.Lookup("py")
-		lc.Warm = sandbox.WarmConfig{Python: 2, Env: engine.StepEnv(py),
+		py, _ := lang.WarmLanguage("python")
+		wc = warmpool.Config{Python: 2, Template: py.Warm, Interpreter: py.Run[0], Env: engine.StepEnv(py),
+			Preload: lang.PythonPreload, ImportsBeyond: lang.PythonImportsBeyond,
 			Limits: sandbox.Limits{MemoryBytes: limits.MemoryBytes, Pids: limits.Pids}}
 	}
 	var box sandbox.Sandbox
 	if b == gvisor {
-		g, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: lc})
+		g, err := gvisorbox.New(gvisorbox.Config{Config: lc})
 		if err != nil {
 			t.Fatal(err)
 		}
 		box = g
 	} else {
-		l, err := sandbox.NewLinux(lc)
+		base, err := native.New(lc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lc.Warm.Python > 0 {
+		l, err := warmpool.New(base, wc)
+		if err != nil {
+			base.Close()
+			t.Fatal(err)
+		}
+		if wc.Python > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			err := l.WaitWarm(ctx)
 			cancel()

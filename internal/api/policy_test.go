@@ -2,11 +2,12 @@ package api
 
 import (
 	"encoding/json"
+	"os"
 	"reflect"
 	"slices"
 	"testing"
 
-	"github.com/codeexec/codeexec/internal/sandbox"
+	warmpool "github.com/codeexec/codeexec/internal/sandbox/warm"
 )
 
 // policyProbe reports what the code sees of its sandbox's policy: who it
@@ -40,7 +41,8 @@ print(json.dumps({
     "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
     "core": resource.getrlimit(resource.RLIMIT_CORE),
     "root_dirs": sorted(n for n in ["usr", "bin", "sbin", "lib", "lib64"] if os.path.exists("/" + n)),
-    "etc": sorted(n for n in ["passwd", "group", "hosts", "ssl", "shadow", "sudoers", "machine-id", "fstab", "crontab"]
+    "etc": sorted(n for n in ["passwd", "group", "hosts", "ssl", "shadow", "sudoers", "machine-id", "fstab", "crontab",
+                              "R", "php", "python3", "perl", "matplotlibrc", "ldc2.conf"]
                   if os.path.exists("/etc/" + n)),
     "passwd_me": [l.split(":")[0] for l in open("/etc/passwd") if l.split(":")[2] == str(os.getuid())],
     "dev": sorted(n for n in ["null", "zero", "full", "random", "urandom", "tty", "shm", "pts", "mem", "kmsg", "sda", "vda"]
@@ -73,10 +75,10 @@ func TestPolicyOnEveryBackend(t *testing.T) {
 		e := newEnvOn(t, b)
 		var before int64
 		if b == warm {
-			before = e.box.(*sandbox.Linux).WarmServed()
+			before = e.box.(*warmpool.Pool).Served()
 		}
 		r := e.ok(map[string]any{"lang": "py", "code": policyProbe})
-		if b == warm && e.box.(*sandbox.Linux).WarmServed() != before+1 {
+		if b == warm && e.box.(*warmpool.Pool).Served() != before+1 {
 			t.Fatal("the probe was not served by the warm pool")
 		}
 		var p probe
@@ -101,6 +103,12 @@ func TestPolicyOnEveryBackend(t *testing.T) {
 	if slices.ContainsFunc(c.Etc, func(n string) bool { return n == "shadow" || n == "sudoers" || n == "machine-id" }) ||
 		slices.ContainsFunc(c.Dev, func(n string) bool { return n == "mem" || n == "kmsg" || n == "sda" || n == "vda" }) {
 		t.Errorf("cold: host files visible: etc %v dev %v", c.Etc, c.Dev)
+	}
+	// The languages' own /etc entries (lang.Etc), where the host has them.
+	for _, n := range []string{"R", "php", "python3", "perl", "matplotlibrc", "ldc2.conf"} {
+		if _, err := os.Stat("/etc/" + n); err == nil && !slices.Contains(c.Etc, n) {
+			t.Errorf("cold: /etc/%s, which a language needs, is not visible: %v", n, c.Etc)
+		}
 	}
 	for p, m := range c.ProcMasked {
 		if !m {

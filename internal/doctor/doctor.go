@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/codeexec/codeexec/internal/engine"
 	"github.com/codeexec/codeexec/internal/lang"
 	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/sandbox/host"
 )
 
 // Check is one finding.
@@ -42,6 +44,11 @@ type Options struct {
 	// the backend, for the network check.
 	Network string
 	Sandbox string
+	// Open starts the native backend for the end-to-end run and
+	// WarmCompiler finds the warm pool's C compiler: main passes native.New
+	// and warm.Compiler (doctor knows no backend); nil reports them missing.
+	Open         func(host.Config) (sandbox.Sandbox, error)
+	WarmCompiler func() (string, error)
 }
 
 // Run performs every check. It needs root, like the server.
@@ -67,7 +74,7 @@ func Run(ctx context.Context, o Options) []Check {
 		add(Check{Name: "gvisor", OK: false, Detail: "runsc not found (optional second backend)", Fix: "apt-get install runsc"})
 	}
 	add(network(o))
-	if cc, err := sandbox.WarmCompiler(); err == nil {
+	if cc, err := warmCompiler(o); err == nil {
 		add(Check{Name: "warm pool", OK: true, Detail: "helper built with " + cc})
 	} else {
 		add(Check{Name: "warm pool", OK: false, Detail: "no C compiler to build the warm templates' helper: every run starts cold",
@@ -280,7 +287,11 @@ func endToEnd(ctx context.Context, o Options) Check {
 	if runDir == "" {
 		runDir = "/run/codeexec"
 	}
-	box, err := sandbox.NewLinux(sandbox.LinuxConfig{RunDir: runDir, Slots: 1, RootFS: o.RootFS})
+	if o.Open == nil {
+		c.Detail = "no sandbox backend given"
+		return c
+	}
+	box, err := o.Open(host.Config{RunDir: runDir, Slots: 1, RootFS: o.RootFS})
 	if err != nil {
 		c.Detail = "starting the sandbox: " + err.Error()
 		return c
@@ -331,4 +342,11 @@ func network(o Options) Check {
 	f.Close()
 	c.OK, c.Detail = true, o.Network+": a network namespace per run, served by the server under the egress policy (/dev/net/tun opens)"
 	return c
+}
+
+func warmCompiler(o Options) (string, error) {
+	if o.WarmCompiler == nil {
+		return "", errors.New("no warm pool")
+	}
+	return o.WarmCompiler()
 }

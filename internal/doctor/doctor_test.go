@@ -7,10 +7,14 @@ import (
 	"testing"
 
 	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/sandbox/host"
+	"github.com/codeexec/codeexec/internal/sandbox/native"
+	"github.com/codeexec/codeexec/internal/sandbox/nsinit"
+	"github.com/codeexec/codeexec/internal/sandbox/warm"
 )
 
 func TestMain(m *testing.M) {
-	sandbox.MaybeInit()
+	nsinit.MaybeInit()
 	os.Exit(m.Run())
 }
 
@@ -20,7 +24,8 @@ func TestThisHost(t *testing.T) {
 	dir, _ := os.MkdirTemp("", "codeexec-doctor-")
 	os.Chmod(dir, 0o711)
 	defer os.RemoveAll(dir)
-	cs := Run(context.Background(), Options{RunDir: dir})
+	cs := Run(context.Background(), Options{RunDir: dir, WarmCompiler: warm.Compiler,
+		Open: func(c host.Config) (sandbox.Sandbox, error) { return native.New(c) }})
 	var out strings.Builder
 	if !Print(&out, cs) {
 		t.Fatalf("doctor says this host cannot run the sandbox:\n%s", out.String())

@@ -10,10 +10,14 @@ import (
 	"testing"
 
 	"github.com/codeexec/codeexec/internal/sandbox"
+	"github.com/codeexec/codeexec/internal/sandbox/gvisor"
+	"github.com/codeexec/codeexec/internal/sandbox/host"
+	"github.com/codeexec/codeexec/internal/sandbox/native"
+	"github.com/codeexec/codeexec/internal/sandbox/nsinit"
 )
 
 func TestMain(m *testing.M) {
-	sandbox.MaybeInit() // the benchmark's sandboxes re-execute this binary
+	nsinit.MaybeInit() // the benchmark's sandboxes re-execute this binary
 	os.Exit(m.Run())
 }
 
@@ -24,7 +28,7 @@ func BenchmarkRunStart(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the sandbox needs root")
 	}
-	box, err := sandbox.NewLinux(sandbox.LinuxConfig{RunDir: fmt.Sprintf("/run/codeexec-bench-%d", os.Getpid()), Slots: 2})
+	box, err := native.New(host.Config{RunDir: fmt.Sprintf("/run/codeexec-bench-%d", os.Getpid()), Slots: 2})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +42,7 @@ func BenchmarkRunStartGVisor(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the sandbox needs root")
 	}
-	box, err := sandbox.NewGVisor(sandbox.GVisorConfig{LinuxConfig: sandbox.LinuxConfig{RunDir: fmt.Sprintf("/run/codeexec-bench-%d", os.Getpid()), Slots: 2}})
+	box, err := gvisor.New(gvisor.Config{Config: host.Config{RunDir: fmt.Sprintf("/run/codeexec-bench-%d", os.Getpid()), Slots: 2}})
 	if err != nil {
 		b.Skip("no gVisor backend here: ", err)
 	}

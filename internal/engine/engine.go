@@ -365,6 +365,7 @@ func (e *Engine) spec(req Request, dir string) sandbox.Spec {
 		Steps:   steps,
 		Files:   []sandbox.File{{Path: l.SourcePath(req.Code), Data: []byte(req.Code)}},
 		Env:     env,
+		Warm:    l.Warm,
 		Limits:  e.limits.Sandbox(wall),
 	}
 }

@@ -48,6 +48,13 @@ type Language struct {
 	// main class); otherwise {class} is the source file name without its
 	// extension.
 	Class func(code string) string
+	// Etc are the /etc entries (globs) its toolchain reads; the sandbox
+	// shows them (lang.Etc, the union) and hides the rest of /etc.
+	Etc []string
+	// Warm names the warm pool's template that runs this language's code
+	// in its own interpreter ("python": the pool's templates are Python
+	// with PythonPreload imported); "": none.
+	Warm string
 }
 
 // Dirs places the directories that argv templates refer to. The sandbox
@@ -137,3 +144,30 @@ type IdentRule struct {
 var pyIdent = &IdentRule{Reserved: strings.Fields("False None True and as assert async await break class continue def del elif else except finally for from global if import in is lambda nonlocal not or pass raise return try while with yield")}
 
 var bashIdent = &IdentRule{Separators: ".", Reserved: strings.Fields("if then else elif fi case esac for while until do done in function select time coproc declare typeset local readonly export unset")}
+
+// WarmLanguage is the language whose code the warm template named name
+// runs in its own interpreter (Language.Warm).
+func WarmLanguage(name string) (*Language, bool) {
+	for _, l := range table {
+		if name != "" && l.Warm == name {
+			return l, true
+		}
+	}
+	return nil, false
+}
+
+// Etc is what every language's toolchain needs of /etc (Language.Etc), in
+// table order without repeats: the sandbox shows these.
+func Etc() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range table {
+		for _, e := range l.Etc {
+			if !seen[e] {
+				seen[e] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}

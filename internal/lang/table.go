@@ -69,6 +69,8 @@ var table = []*Language{
 		Env:      []string{"MPLBACKEND=Agg", "PYTHONPATH=/mnt/data", "PYTHONDONTWRITEBYTECODE=1"},
 		Live:     true,
 		Ident:    pyIdent,
+		Warm:     "python",
+		Etc:      []string{"python3", "python3.*", "matplotlibrc"},
 	},
 	{
 		// CommonJS, as `node main.js` runs it (Debian's Node 18 or NodeSource's).
@@ -129,6 +131,7 @@ var table = []*Language{
 		Version:        []string{javaBin + "/java", "-version"},
 		Requires:       []string{javaBin + "/javac", javaBin + "/java"},
 		Packages:       []string{"default-jdk-headless"},
+		Etc:            []string{"java-*"},
 		CompileTimeout: 45 * time.Second,
 	},
 	{
@@ -139,6 +142,7 @@ var table = []*Language{
 		Version:  []string{"/usr/bin/php", "--version"},
 		Requires: []string{"/usr/bin/php"},
 		Packages: []string{"php-cli"},
+		Etc:      []string{"php"},
 	},
 	{
 		// Debian's rustc 1.63, edition 2021, unoptimised (-O costs ~+40 % for
@@ -180,6 +184,7 @@ var table = []*Language{
 		Version:  []string{"/usr/bin/ldc2", "--version"},
 		Requires: []string{"/usr/bin/ldc2"},
 		Packages: []string{"ldc"},
+		Etc:      []string{"ldc2.conf"},
 	},
 	{
 		ID: "f90", Aliases: []string{"fortran", "f95"}, Name: "Fortran",
@@ -201,6 +206,7 @@ var table = []*Language{
 		Version:  []string{"/usr/bin/Rscript", "--version"},
 		Requires: []string{"/usr/bin/Rscript"},
 		Packages: []string{"r-base-core"},
+		Etc:      []string{"R"},
 	},
 	{
 		// LibreChat's own helpers run `python3 - <<'PY'` here: PATH reaches
@@ -214,5 +220,7 @@ var table = []*Language{
 		Env:      []string{"MPLBACKEND=Agg"},
 		Live:     true,
 		Ident:    bashIdent,
+		// Python as py has it, and what scripts call most (perl, convert).
+		Etc: []string{"python3", "python3.*", "matplotlibrc", "perl", "ImageMagick-*"},
 	},
 }

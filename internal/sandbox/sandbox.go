@@ -1,16 +1,24 @@
 // Package sandbox runs untrusted commands in isolation: "run these steps in
 // this working directory under these limits" is the whole interface, and how
-// (Linux namespaces, gVisor, ...) is up to the implementation. Every backend
-// and the warm pool share one supervisor (supervise.go: the watchdog, the
-// output sink, classify), one policy (policy_linux.go) and one holder of
-// host resources (host_linux.go). It must not know languages, requests,
-// storage or HTTP: a run is argv, files and limits.
+// is up to a backend. It owns that interface (Sandbox, Spec, Limits and
+// their defaults, Result and Status, the typed Isolation report) and the one
+// run supervisor every backend and the warm pool use (supervise.go: Watch,
+// OutputSink, Classify). The backends and what they share are its
+// sub-packages: cgroup, seccomp, policy, host, nsinit (shared pieces), then
+// native, gvisor and warm (backends; only cmd/codeexec and tests import
+// them). It must not know any backend, languages, requests, storage or
+// HTTP: a run is argv, files and limits.
 package sandbox
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -76,6 +84,11 @@ type Spec struct {
 	// for runs that talk to the server for their whole life (programmatic
 	// tool calling), where the pool's shortcuts bring nothing.
 	Cold bool
+	// Warm names the warm template that may run this spec's code in its
+	// own, pre-imported interpreter: the language's (lang.Language.Warm),
+	// set by the engine; "" for none. A backend without such a template
+	// ignores it.
+	Warm string
 	// Started, when set, is called once the run's processes are in their
 	// cgroup, before any of the steps' code runs, with the run's freezer
 	// (valid until Run returns); not called when the sandbox cannot
@@ -203,4 +216,39 @@ type WarmPython struct {
 	Serves      string `json:"serves"`
 	Served      int64  `json:"served"` // runs served warm since start
 	PinnedPages []int  `json:"pinned_pages"`
+}
+
+// ValidateSpec refuses a spec no backend may run: a relative or missing
+// workdir, no steps, a step without argv, a file outside /tmp, a malformed
+// environment entry. Every backend checks it before anything else.
+func ValidateSpec(spec Spec) error {
+	if !filepath.IsAbs(spec.Workdir) {
+		return fmt.Errorf("sandbox: workdir %q is not absolute", spec.Workdir)
+	}
+	fi, err := os.Lstat(spec.Workdir)
+	if err != nil {
+		return fmt.Errorf("sandbox: workdir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("sandbox: workdir %s is not a directory", spec.Workdir)
+	}
+	if len(spec.Steps) == 0 {
+		return errors.New("sandbox: no steps")
+	}
+	for _, st := range spec.Steps {
+		if len(st.Argv) == 0 || st.Argv[0] == "" {
+			return fmt.Errorf("sandbox: step %q has no argv", st.Name)
+		}
+	}
+	for _, f := range spec.Files {
+		if p := path.Clean(f.Path); p != f.Path || !strings.HasPrefix(p, "/tmp/") {
+			return fmt.Errorf("sandbox: file %q must be a clean absolute path under /tmp", f.Path)
+		}
+	}
+	for _, kv := range spec.Env {
+		if !strings.Contains(kv, "=") || strings.ContainsRune(kv, 0) {
+			return fmt.Errorf("sandbox: bad env entry %q", kv)
+		}
+	}
+	return nil
 }

@@ -32,7 +32,7 @@ func waitDead(t *testing.T, f *fakeRun) {
 	select {
 	case <-f.dead:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the watchdog never killed the run")
+		t.Fatal("the Watchdog never killed the run")
 	}
 }
 
@@ -42,37 +42,37 @@ func TestUnitWatchdogWallTime(t *testing.T) {
 	f := newFakeRun()
 	lim := unitLim
 	lim.WallTime = 50 * time.Millisecond
-	dog := watch(context.Background(), lim, nil, f.usage, f.kill)
+	dog := Watch(context.Background(), lim, nil, f.usage, f.kill)
 	waitDead(t, f)
-	v := dog.end()
-	if v.reason != StatusTimeout || v.cpuKilled || v.stepTimed {
-		t.Fatalf("verdict %+v", v)
+	v := dog.End()
+	if v.Reason != StatusTimeout || v.CPUKilled || v.StepTimed {
+		t.Fatalf("Verdict %+v", v)
 	}
 }
 
 func TestUnitWatchdogCancel(t *testing.T) {
 	f := newFakeRun()
 	ctx, cancel := context.WithCancel(context.Background())
-	dog := watch(ctx, unitLim, nil, f.usage, f.kill)
+	dog := Watch(ctx, unitLim, nil, f.usage, f.kill)
 	cancel()
 	waitDead(t, f)
-	if v := dog.end(); v.reason != StatusKilled {
-		t.Fatalf("verdict %+v", v)
+	if v := dog.End(); v.Reason != StatusKilled {
+		t.Fatalf("Verdict %+v", v)
 	}
 }
 
 func TestUnitWatchdogOutput(t *testing.T) {
 	f := newFakeRun()
-	sink := newOutputSink(4, nil, nil)
-	dog := watch(context.Background(), unitLim, sink.overflow, f.usage, f.kill)
+	sink := NewOutputSink(4, nil, nil)
+	dog := Watch(context.Background(), unitLim, sink.Overflow(), f.usage, f.kill)
 	sink.write([]byte("abc"), 0)
-	if dog.hasKilled() {
+	if dog.HasKilled() {
 		t.Fatal("killed under the cap")
 	}
 	sink.write([]byte("de"), 1)
 	waitDead(t, f)
-	if v := dog.end(); v.reason != StatusOutputLimit {
-		t.Fatalf("verdict %+v", v)
+	if v := dog.End(); v.Reason != StatusOutputLimit {
+		t.Fatalf("Verdict %+v", v)
 	}
 }
 
@@ -81,22 +81,22 @@ func TestUnitWatchdogOutput(t *testing.T) {
 func TestUnitWatchdogCPU(t *testing.T) {
 	f := newFakeRun()
 	f.cpu.Store(int64(5 * time.Second)) // the compile step's
-	dog := watch(context.Background(), unitLim, nil, f.usage, f.kill)
-	time.Sleep(3 * cpuPoll)
-	if dog.hasKilled() {
+	dog := Watch(context.Background(), unitLim, nil, f.usage, f.kill)
+	time.Sleep(3 * CPUPoll)
+	if dog.HasKilled() {
 		t.Fatal("killed for CPU used before the last step started")
 	}
-	dog.armCPU()
+	dog.ArmCPU()
 	f.cpu.Add(int64(900 * time.Millisecond))
-	time.Sleep(3 * cpuPoll)
-	if dog.hasKilled() {
+	time.Sleep(3 * CPUPoll)
+	if dog.HasKilled() {
 		t.Fatal("killed under the CPU limit")
 	}
 	f.cpu.Add(int64(200 * time.Millisecond))
 	waitDead(t, f)
-	v := dog.end()
-	if v.reason != StatusTimeout || !v.cpuKilled || !v.armed || v.cpuBase != 5*time.Second || v.cpuLimit != time.Second {
-		t.Fatalf("verdict %+v", v)
+	v := dog.End()
+	if v.Reason != StatusTimeout || !v.CPUKilled || !v.Armed || v.CPUBase != 5*time.Second || v.CPULimit != time.Second {
+		t.Fatalf("Verdict %+v", v)
 	}
 }
 
@@ -104,49 +104,49 @@ func TestUnitWatchdogCPU(t *testing.T) {
 // step's limit replaces it.
 func TestUnitWatchdogStepLimit(t *testing.T) {
 	f := newFakeRun()
-	dog := watch(context.Background(), unitLim, nil, f.usage, f.kill)
-	dog.stepLimit(time.Hour)
-	dog.stepLimit(0) // the step ended: no limit until the next one
-	dog.stepLimit(30 * time.Millisecond)
+	dog := Watch(context.Background(), unitLim, nil, f.usage, f.kill)
+	dog.StepLimit(time.Hour)
+	dog.StepLimit(0) // the step ended: no limit until the next one
+	dog.StepLimit(30 * time.Millisecond)
 	waitDead(t, f)
-	if v := dog.end(); v.reason != StatusTimeout || !v.stepTimed {
-		t.Fatalf("verdict %+v", v)
+	if v := dog.End(); v.Reason != StatusTimeout || !v.StepTimed {
+		t.Fatalf("Verdict %+v", v)
 	}
 }
 
 func TestUnitWatchdogQuiet(t *testing.T) {
 	f := newFakeRun()
-	dog := watch(context.Background(), unitLim, nil, f.usage, f.kill)
-	dog.armCPU()
-	if v := dog.end(); v.reason != "" || v.cpuKilled || f.kills.Load() != 0 {
-		t.Fatalf("verdict %+v, %d kills", v, f.kills.Load())
+	dog := Watch(context.Background(), unitLim, nil, f.usage, f.kill)
+	dog.ArmCPU()
+	if v := dog.End(); v.Reason != "" || v.CPUKilled || f.kills.Load() != 0 {
+		t.Fatalf("Verdict %+v, %d kills", v, f.kills.Load())
 	}
 }
 
 func TestUnitClassify(t *testing.T) {
-	spent := verdict{armed: true, cpuBase: time.Second, cpuLimit: time.Second}
+	spent := Verdict{Armed: true, CPUBase: time.Second, CPULimit: time.Second}
 	cases := []struct {
 		name string
-		e    ending
+		e    Ending
 		want Status
 	}{
-		{"ok", ending{}, StatusOK},
-		{"exit 1", ending{failed: true}, StatusError},
-		{"own signal", ending{failed: true, signal: syscall.SIGTERM}, StatusError},
-		{"own SIGKILL under the CPU limit", ending{verdict: spent, failed: true, signal: syscall.SIGKILL, cpuUsed: 1500 * time.Millisecond}, StatusError},
-		{"RLIMIT_CPU SIGKILL", ending{verdict: spent, failed: true, signal: syscall.SIGKILL, cpuUsed: 2 * time.Second}, StatusTimeout},
-		{"SIGXCPU", ending{failed: true, signal: syscall.SIGXCPU}, StatusTimeout},
-		{"step timer", ending{failed: true, timedOut: true}, StatusTimeout},
-		{"wall", ending{verdict: verdict{reason: StatusTimeout}, failed: true}, StatusTimeout},
-		{"cpu watchdog", ending{verdict: verdict{reason: StatusTimeout, cpuKilled: true}, failed: true}, StatusTimeout},
-		{"oom", ending{failed: true, oomKills: 1, signal: syscall.SIGKILL}, StatusMemory},
-		{"oom then wall", ending{verdict: verdict{reason: StatusTimeout}, failed: true, oomKills: 1}, StatusMemory},
-		{"oom of a child, the step succeeded", ending{oomKills: 1}, StatusOK},
-		{"cancelled", ending{verdict: verdict{reason: StatusKilled}, failed: true, oomKills: 1}, StatusKilled},
-		{"output", ending{verdict: verdict{reason: StatusOutputLimit}, failed: true}, StatusOutputLimit},
+		{"ok", Ending{}, StatusOK},
+		{"exit 1", Ending{Failed: true}, StatusError},
+		{"own signal", Ending{Failed: true, Signal: syscall.SIGTERM}, StatusError},
+		{"own SIGKILL under the CPU limit", Ending{Verdict: spent, Failed: true, Signal: syscall.SIGKILL, CPUUsed: 1500 * time.Millisecond}, StatusError},
+		{"RLIMIT_CPU SIGKILL", Ending{Verdict: spent, Failed: true, Signal: syscall.SIGKILL, CPUUsed: 2 * time.Second}, StatusTimeout},
+		{"SIGXCPU", Ending{Failed: true, Signal: syscall.SIGXCPU}, StatusTimeout},
+		{"step timer", Ending{Failed: true, TimedOut: true}, StatusTimeout},
+		{"wall", Ending{Verdict: Verdict{Reason: StatusTimeout}, Failed: true}, StatusTimeout},
+		{"cpu Watchdog", Ending{Verdict: Verdict{Reason: StatusTimeout, CPUKilled: true}, Failed: true}, StatusTimeout},
+		{"oom", Ending{Failed: true, OOMKills: 1, Signal: syscall.SIGKILL}, StatusMemory},
+		{"oom then wall", Ending{Verdict: Verdict{Reason: StatusTimeout}, Failed: true, OOMKills: 1}, StatusMemory},
+		{"oom of a child, the step succeeded", Ending{OOMKills: 1}, StatusOK},
+		{"cancelled", Ending{Verdict: Verdict{Reason: StatusKilled}, Failed: true, OOMKills: 1}, StatusKilled},
+		{"output", Ending{Verdict: Verdict{Reason: StatusOutputLimit}, Failed: true}, StatusOutputLimit},
 	}
 	for _, c := range cases {
-		if got := classify(c.e); got != c.want {
+		if got := Classify(c.e); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}

@@ -39,14 +39,20 @@ exec $bb switch_root /newroot /vm/init
 // the cgroup v2 tests of the sandbox (cold, warm, stateful runs) and the
 // version-agnostic limit tests that must hold on v2 as well.
 var defaultTests = []guestTest{{
-	pkg: "./internal/sandbox",
+	pkg: "./internal/sandbox/native",
 	// Not the tests that bound how long a kill takes (TestCPULimit,
 	// TestWallTimeout, TestForkBombContained, TestAttackCPUSpin): under
 	// TCG everything runs ~10 times slower, a sandbox's setup takes
 	// seconds of CPU, and their bounds, right on a real host, would fail
 	// or flake here. The host runs them; cpu.stat and the pids limit have
 	// v2 tests of their own.
-	run: "^(TestCgroupV2.*|TestEchoAndExitCode|TestMemoryBomb|TestKillMinusOneStaysInside|TestFreezer|TestCgroupNamespace)$",
+	run: "^(TestEchoAndExitCode|TestMemoryBomb|TestKillMinusOneStaysInside)$",
+}, {
+	// The cgroup v2 tests (cold and served warm: they compare the two
+	// paths, so they live with the warm pool), the freezer and the cgroup
+	// namespace.
+	pkg: "./internal/sandbox/warm",
+	run: "^(TestCgroupV2.*|TestFreezer|TestCgroupNamespace)$",
 }, {
 	// The attacks of the attack suite that concern limits, and the
 	// stateful runtime's, through the API: cold, and served warm (the
