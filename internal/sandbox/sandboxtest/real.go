@@ -191,3 +191,82 @@ func (w *LineWriter) String() string {
 	defer w.mu.Unlock()
 	return w.buf.String()
 }
+
+// CheckFreezer is the freezer contract every backend keeps, tried on box
+// with a CPU loop that ignores SIGXCPU and SIGTERM (SpinScript): frozen
+// through Spec.Started, the run uses at most idle of CPU in a second (as
+// usage, given the freezer, measures it from the host); thawed, the loop
+// runs again; killed while frozen, the run ends at once as killed; then
+// the freezer answers ErrRunEnded.
+func CheckFreezer(t *testing.T, box sandbox.Sandbox, idle time.Duration, usage func(sandbox.Freezer) time.Duration) {
+	t.Helper()
+	fzc := make(chan sandbox.Freezer, 1)
+	spec := sandbox.Spec{Steps: Sh(SpinScript), Started: func(f sandbox.Freezer) { fzc <- f }, Env: BaseEnv}
+	spec.Limits = sandbox.Limits{WallTime: time.Minute, CPUTime: time.Minute, MemoryBytes: 256 << 20, Pids: 64}
+	dir, release, err := box.NewWorkdir(16 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	spec.Workdir = dir
+	out := NewLineWriter()
+	spec.Stdout, spec.Stderr = out, out
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type ran struct {
+		res sandbox.Result
+		err error
+	}
+	done := make(chan ran, 1)
+	go func() {
+		res, err := box.Run(ctx, spec)
+		done <- ran{res, err}
+	}()
+	var fz sandbox.Freezer
+	select {
+	case fz = <-fzc:
+	case r := <-done:
+		t.Fatalf("run ended without calling Started: %+v %v %q", r.res, r.err, out.String())
+	}
+	if line := <-out.First; line != "started" {
+		t.Fatalf("first line %q", line)
+	}
+	if err := fz.Freeze(); err != nil {
+		t.Fatalf("freeze: %v", err)
+	}
+	// Measured over a second: a frozen run's tasks do not run.
+	u0 := usage(fz)
+	time.Sleep(time.Second)
+	if d := usage(fz) - u0; d > idle {
+		t.Fatalf("frozen run used %v of CPU in 1 s", d)
+	}
+	if err := fz.Thaw(); err != nil {
+		t.Fatalf("thaw: %v", err)
+	}
+	u1 := usage(fz)
+	deadline := time.Now().Add(10 * time.Second)
+	for usage(fz)-u1 < 200*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("thawed loop used only %v of CPU in 10 s", usage(fz)-u1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := fz.Freeze(); err != nil {
+		t.Fatalf("freeze again: %v", err)
+	}
+	start := time.Now()
+	cancel()
+	var r ran
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a run killed while frozen did not end within 20 s")
+	}
+	if r.err != nil || r.res.Status != sandbox.StatusKilled {
+		t.Fatalf("killed while frozen: %+v %v", r.res, r.err)
+	}
+	t.Logf("killed while frozen, ended in %v", time.Since(start))
+	if err := fz.Freeze(); err != sandbox.ErrRunEnded {
+		t.Fatalf("freeze after the end: %v, want ErrRunEnded", err)
+	}
+}

@@ -3,7 +3,6 @@
 package warm
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const spinScript = sandboxtest.SpinScript
 
 // TestFreezer: a run frozen through Spec.Started uses no CPU at all, even
 // with a busy loop in it; thawed, the loop runs again; killed while
@@ -33,84 +31,13 @@ func TestFreezer(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := c.box(t)
 			served := s.Served()
-			fzc := make(chan sandbox.Freezer, 1)
-			spec := sandbox.Spec{Steps: sh(spinScript), Started: func(f sandbox.Freezer) { fzc <- f }}
-			spec.Limits = sandbox.Limits{WallTime: time.Minute, CPUTime: time.Minute, MemoryBytes: 256 << 20, Pids: 64}
-			dir, release, err := s.NewWorkdir(16 << 20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer release()
-			spec.Workdir, spec.Env = dir, sandboxtest.BaseEnv
-			out := sandboxtest.NewLineWriter()
-			spec.Stdout, spec.Stderr = out, out
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			type ran struct {
-				res sandbox.Result
-				err error
-			}
-			done := make(chan ran, 1)
-			go func() {
-				res, err := s.Run(ctx, spec)
-				done <- ran{res, err}
-			}()
-			var fz sandbox.Freezer
-			select {
-			case fz = <-fzc:
-			case r := <-done:
-				t.Fatalf("run ended without calling Started: %+v %v %q", r.res, r.err, out.String())
-			}
-			if line := <-out.First; line != "started" {
-				t.Fatalf("first line %q", line)
-			}
-			cg := cgroup.FrozenCgroup(fz.(*cgroup.RunFreezer))
-			usage := func() time.Duration {
-				u, err := cg.CPUUsage()
+			sandboxtest.CheckFreezer(t, s, 5*time.Millisecond, func(fz sandbox.Freezer) time.Duration {
+				u, err := cgroup.FrozenCgroup(fz.(*cgroup.RunFreezer)).CPUUsage()
 				if err != nil {
 					t.Fatal(err)
 				}
 				return u
-			}
-			if err := fz.Freeze(); err != nil {
-				t.Fatalf("freeze: %v", err)
-			}
-			// Measured over a second: a frozen cgroup accounts nothing.
-			u0 := usage()
-			time.Sleep(time.Second)
-			if d := usage() - u0; d > 5*time.Millisecond {
-				t.Fatalf("frozen run used %v of CPU in 1 s", d)
-			}
-			if err := fz.Thaw(); err != nil {
-				t.Fatalf("thaw: %v", err)
-			}
-			u1 := usage()
-			deadline := time.Now().Add(10 * time.Second)
-			for usage()-u1 < 200*time.Millisecond {
-				if time.Now().After(deadline) {
-					t.Fatalf("thawed loop used only %v of CPU in 10 s", usage()-u1)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if err := fz.Freeze(); err != nil {
-				t.Fatalf("freeze again: %v", err)
-			}
-			// Killed while frozen: the run ends, and its processes with it.
-			start := time.Now()
-			cancel()
-			var r ran
-			select {
-			case r = <-done:
-			case <-time.After(20 * time.Second):
-				t.Fatal("a run killed while frozen did not end within 20 s")
-			}
-			if r.err != nil || r.res.Status != sandbox.StatusKilled {
-				t.Fatalf("killed while frozen: %+v %v", r.res, r.err)
-			}
-			t.Logf("%s: killed while frozen, ended in %v", c.name, time.Since(start))
-			if err := fz.Freeze(); err != sandbox.ErrRunEnded {
-				t.Fatalf("freeze after the end: %v, want ErrRunEnded", err)
-			}
+			})
 			if c.name == "warm" {
 				if s.Served() == served {
 					t.Fatal("the run was not served warm")
