@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 // TestFreezer: a run frozen through Spec.Started uses no CPU at all, even
 // with a busy loop in it; thawed, the loop runs again; killed while
 // frozen, the run ends at once and leaves nothing. Cold and served warm,
