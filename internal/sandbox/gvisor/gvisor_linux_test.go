@@ -349,6 +349,17 @@ for name, fam, typ in (("AF_PACKET", 17, socket.SOCK_RAW), ("AF_VSOCK", 40, sock
 		t.Fatalf("attached %d times; run saw:\n%s\nwant:\n%s\nstderr: %s", n.attached, r.Stdout, want, r.Stderr)
 	}
 	gwantClean(t, g)
+	// runsc started from a thread in a private mount namespace; whichever
+	// thread that was, the process's main thread (/proc/self) is still in
+	// the namespace every other thread mounts in (mainthread.go;
+	// TestUnitMainThreadReserved).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	main, err1 := os.Readlink("/proc/self/ns/mnt")
+	here, err2 := os.Readlink("/proc/thread-self/ns/mnt")
+	if err1 != nil || err2 != nil || main != here {
+		t.Fatalf("main thread's mount namespace %s, this thread's %s (%v %v)", main, here, err1, err2)
+	}
 }
 
 func TestGVisorMemoryLimit(t *testing.T) {
