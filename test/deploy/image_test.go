@@ -86,6 +86,9 @@ func TestImage(t *testing.T) {
 		"DEPLOYTEST_CAPS="+strings.Join(leastCaps, " "),
 		"DEPLOYTEST_SECURITY_OPTS="+strings.Join(leastSecurityOpts, " "),
 	)
+	// A container an interrupted earlier run left behind would share this
+	// one's instance numbers, uids and their locked-memory budget.
+	d.removeTestContainers(t)
 	t.Cleanup(func() { d.removeTestContainers(t) })
 
 	key := randomHex(16)
