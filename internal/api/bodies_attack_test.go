@@ -60,23 +60,7 @@ func TestAttackBodiesBeforeAdmission(t *testing.T) {
 	srv.Limits.MaxJSONBytes = 128 << 20
 
 	// A 48 MiB body, queued (padding in a field the server ignores).
-	const size = 48 << 20
-	prefix := `{"lang":"bash","code":"echo ran","padding":"`
-	body := &countingReader{r: io.MultiReader(strings.NewReader(prefix), strings.NewReader(strings.Repeat("x", size)), strings.NewReader(`"}`))}
-	queued := make(chan execResult, 1)
-	go func() {
-		req, _ := http.NewRequest("POST", e.srv.URL+"/exec", body)
-		req.ContentLength = int64(len(prefix) + size + 2)
-		req.Header.Set("X-API-Key", testKey)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			queued <- execResult{}
-			return
-		}
-		queued <- decode[execResult](t, resp, 200)
-	}()
+	body, queued := e.postPadded(t, "/exec", `{"lang":"bash","code":"echo ran","padding":"`, 48<<20)
 	until(t, 20*time.Second, "the large request never queued", func() bool { return adm.Stats().Queued == 1 })
 
 	// The same caller's second request in progress is refused; another
@@ -99,7 +83,7 @@ func TestAttackBodiesBeforeAdmission(t *testing.T) {
 		t.Fatalf("the queued request's body was read while it waited: %d bytes", n)
 	}
 	release()
-	if r := <-queued; r.Stdout != "ran\n" {
+	if r := decode[execResult](t, received(t, <-queued), 200); r.Stdout != "ran\n" {
 		t.Fatalf("the queued request, once admitted: %+v", r)
 	}
 	if r := <-other; r.Stdout != "other\n" {
@@ -129,23 +113,7 @@ func TestAttackProgrammaticBodiesBeforeAdmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const size = 48 << 20
-	prefix := `{"lang":"py","code":"print('ran')","tools":[],"padding":"`
-	body := &countingReader{r: io.MultiReader(strings.NewReader(prefix), strings.NewReader(strings.Repeat("x", size)), strings.NewReader(`"}`))}
-	queued := make(chan ptcAnswer, 1)
-	go func() {
-		req, _ := http.NewRequest("POST", e.srv.URL+"/exec/programmatic", body)
-		req.ContentLength = int64(len(prefix) + size + 2)
-		req.Header.Set("X-API-Key", testKey)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			queued <- ptcAnswer{}
-			return
-		}
-		queued <- decode[ptcAnswer](t, resp, 200)
-	}()
+	body, queued := e.postPadded(t, "/exec/programmatic", `{"lang":"py","code":"print('ran')","tools":[],"padding":"`, 48<<20)
 	// A server that decodes first has read all of it before it queues.
 	until(t, 20*time.Second, "the large programmatic request never queued", func() bool { return adm.Stats().Queued == 1 })
 	n := body.n.Load()
@@ -154,7 +122,7 @@ func TestAttackProgrammaticBodiesBeforeAdmission(t *testing.T) {
 		t.Fatalf("the queued programmatic request's body was read while it waited: %d bytes", n)
 	}
 	release()
-	if a := <-queued; a.Status != "completed" || a.Stdout != "ran\n" {
+	if a := decode[ptcAnswer](t, received(t, <-queued), 200); a.Status != "completed" || a.Stdout != "ran\n" {
 		t.Fatalf("the queued request, once admitted: %+v", a)
 	}
 
@@ -169,4 +137,35 @@ func TestAttackProgrammaticBodiesBeforeAdmission(t *testing.T) {
 		t.Fatalf("the large continuation: %+v", a)
 	}
 	until(t, 5*time.Second, "the run's slot was not given back", func() bool { return adm.Stats().Running == 0 })
+}
+
+// postPadded posts to path in the background a JSON body of prefix, size
+// bytes of padding and the closing `"}`, counting what the client gets to
+// send; the answer arrives on the channel once the server gives it (nil
+// when the request failed, which is reported).
+func (e *env) postPadded(t *testing.T, path, prefix string, size int) (*countingReader, <-chan *http.Response) {
+	body := &countingReader{r: io.MultiReader(strings.NewReader(prefix), strings.NewReader(strings.Repeat("x", size)), strings.NewReader(`"}`))}
+	answer := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", e.srv.URL+path, body)
+		req.ContentLength = int64(len(prefix) + size + 2)
+		req.Header.Set("X-API-Key", testKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+		}
+		answer <- resp
+	}()
+	return body, answer
+}
+
+// received is a background request's answer; a failed one (nil) ends the
+// test, already reported.
+func received(t *testing.T, resp *http.Response) *http.Response {
+	t.Helper()
+	if resp == nil {
+		t.FailNow()
+	}
+	return resp
 }

@@ -20,7 +20,8 @@ import (
 
 // LibreChat's file routes: /upload, /upload/batch, /download, /files and
 // the object routes (metadata, deletes). Every stored object has an owner
-// and every route checks it (ownerVisible).
+// and every route checks it (owner.Readable to read, owner.Visible to
+// delete: ownerReadable, lookup).
 
 // ownerReadable reports whether the caller may read obj: its owner's own
 // objects, and the agent and skill files of its JWT tenant (package owner
