@@ -101,6 +101,15 @@ func (l *Host) Cleanup(purge ...func() error) error {
 // killUIDRange SIGKILLs every process whose owner is in [lo, hi). A dead
 // sandbox init takes its whole pid namespace with it.
 func killUIDRange(lo, hi uint32) {
+	for pid := range ProcsInRange(lo, hi) {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+}
+
+// ProcsInRange lists the host's processes whose owner uid is in [lo, hi),
+// with that uid.
+func ProcsInRange(lo, hi uint32) map[int]uint32 {
+	out := map[int]uint32{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -109,9 +118,10 @@ func killUIDRange(lo, hi uint32) {
 		}
 		var st unix.Stat_t
 		if unix.Stat("/proc/"+e.Name(), &st) == nil && st.Uid >= lo && st.Uid < hi {
-			_ = unix.Kill(pid, unix.SIGKILL)
+			out[pid] = st.Uid
 		}
 	}
+	return out
 }
 
 // unmountTagged detaches every tmpfs whose source is tag (our workdirs) and

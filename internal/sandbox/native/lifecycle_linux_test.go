@@ -191,7 +191,7 @@ func TestCrashedPredecessorCleaned(t *testing.T) {
 			t.Fatalf("leftover process %d survived", c.Process.Pid)
 		}
 	}
-	if left := procsInRange(lo, hi); len(left) > 0 {
+	if left := host.ProcsInRange(lo, hi); len(left) > 0 {
 		t.Fatalf("processes in K's uid range: %v", left)
 	}
 	for _, d := range cgDirs {

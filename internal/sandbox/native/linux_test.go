@@ -99,23 +99,6 @@ func TestIdentityAndPrivileges(t *testing.T) {
 	}
 }
 
-// procsInRange lists host processes whose owner uid is in [lo, hi).
-func procsInRange(lo, hi uint32) map[int]uint32 {
-	out := map[int]uint32{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat("/proc/"+e.Name(), &st) == nil && st.Uid >= lo && st.Uid < hi {
-			out[pid] = st.Uid
-		}
-	}
-	return out
-}
-
 func instanceUIDs(s *Linux) (uint32, uint32) {
 	return s.InstanceRange(s.Instance), s.InstanceRange(s.Instance + 1)
 }
@@ -140,7 +123,7 @@ func TestConcurrentRunsHaveDistinctHostUIDs(t *testing.T) {
 	lo, hi := instanceUIDs(s)
 	uids := map[uint32]bool{}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && len(uids) < 2; {
-		for pid, uid := range procsInRange(lo, hi) {
+		for pid, uid := range host.ProcsInRange(lo, hi) {
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
 				uids[uid] = true
 			}
@@ -317,18 +300,7 @@ func tryRunErr(t *testing.T, s *Linux, spec sandbox.Spec) (runOut, error) {
 func TestForkBombContained(t *testing.T) {
 	s := sb(t)
 	// The limit itself: forking stops with EAGAIN near Limits.Pids.
-	code := `
-import os, errno, time
-n = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(30); os._exit(0)
-        n += 1
-except OSError as e:
-    print(n, errno.errorcode[e.errno])
-`
-	r := run(t, s, sandbox.Spec{Limits: sandbox.Limits{Pids: 32}, Steps: py(code)})
+	r := run(t, s, sandbox.Spec{Limits: sandbox.Limits{Pids: 32}, Steps: py(sandboxtest.ForkLoop)})
 	wantStatus(t, r, sandbox.StatusOK)
 	f := strings.Fields(r.Stdout)
 	if len(f) != 2 || f[1] != "EAGAIN" {
@@ -345,7 +317,7 @@ except OSError as e:
 		t.Fatalf("fork bomb run took %v", el)
 	}
 	lo, hi := instanceUIDs(s)
-	if left := procsInRange(lo, hi); len(left) > 0 {
+	if left := host.ProcsInRange(lo, hi); len(left) > 0 {
 		t.Fatalf("processes left: %v", left)
 	}
 	r = run(t, s, sandbox.Spec{Steps: sh("echo alive")})
@@ -447,7 +419,7 @@ func TestBackgroundDaemonGone(t *testing.T) {
 	r := run(t, s, sandbox.Spec{Steps: sh("setsid nohup sleep 1000 >/dev/null 2>&1 & (sleep 999 &) ; echo started")})
 	wantStatus(t, r, sandbox.StatusOK)
 	lo, hi := instanceUIDs(s)
-	if left := procsInRange(lo, hi); len(left) > 0 {
+	if left := host.ProcsInRange(lo, hi); len(left) > 0 {
 		t.Fatalf("processes left after Run: %v", left)
 	}
 }

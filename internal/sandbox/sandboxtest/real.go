@@ -270,3 +270,17 @@ func CheckFreezer(t *testing.T, box sandbox.Sandbox, idle time.Duration, usage f
 		t.Fatalf("freeze after the end: %v, want ErrRunEnded", err)
 	}
 }
+
+// ForkLoop is Python that forks sleeping children until fork fails, then
+// prints how many it made and the error.
+const ForkLoop = `
+import os, errno, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30); os._exit(0)
+        n += 1
+except OSError as e:
+    print(n, errno.errorcode[e.errno])
+`

@@ -175,27 +175,13 @@ func TestCgroupV2ColdCPUTime(t *testing.T) {
 func TestCgroupV2ColdPids(t *testing.T) {
 	requireV2(t)
 	s := sb(t)
-	r := run(t, s, sandbox.Spec{Limits: sandbox.Limits{Pids: 32, WallTime: 2 * time.Minute}, Steps: py(forkLoop)})
+	r := run(t, s, sandbox.Spec{Limits: sandbox.Limits{Pids: 32, WallTime: 2 * time.Minute}, Steps: py(sandboxtest.ForkLoop)})
 	wantStatus(t, r, sandbox.StatusOK)
 	f := strings.Fields(r.Stdout)
 	if n, _ := strconv.Atoi(f[0]); len(f) != 2 || f[1] != "EAGAIN" || n < 10 || n > 32+native.InitThreads {
 		t.Fatalf("fork loop under pids 32: %q", r.Stdout)
 	}
 }
-
-// forkLoop forks sleeping children until fork fails, then prints how
-// many it made and the error.
-const forkLoop = `
-import os, errno, time
-n = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(30); os._exit(0)
-        n += 1
-except OSError as e:
-    print(n, errno.errorcode[e.errno])
-`
 
 // TestCgroupV2SampledPeak runs the fallback of kernels without
 // memory.peak (< 5.19) on this one: the peak is the highest
@@ -275,7 +261,7 @@ func TestCgroupV2Warm(t *testing.T) {
 	}
 
 	// A fork bomb meets the run's pids.max, not the template's.
-	r = run(t, s, warmSpec(forkLoop))
+	r = run(t, s, warmSpec(sandboxtest.ForkLoop))
 	wantStatus(t, r, sandbox.StatusOK)
 	f := strings.Fields(r.Stdout)
 	if n, _ := strconv.Atoi(f[0]); len(f) != 2 || f[1] != "EAGAIN" || n < 32 || n >= 64 {
